@@ -1,0 +1,59 @@
+"""The one place where domain errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from .errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NudgeError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+Servicer = TypeVar("Servicer")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Servicer, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+_CODES: list[tuple[type[NudgeError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def status_for(exc: NudgeError) -> grpc.StatusCode:
+    """The gRPC status code of a domain error."""
+    for error_type, code in _CODES:
+        if isinstance(exc, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def grpc_errors(handler: Handler[Servicer, Req, Resp]) -> Handler[Servicer, Req, Resp]:
+    """Wraps a servicer method so that domain errors abort the call with their status code."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except NudgeError as exc:
+            code = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unmapped_error", extra={"rpc": handler.__name__})
+            await context.abort(code, str(exc))
+            raise  # unreachable: abort raises
+
+    return wrapper

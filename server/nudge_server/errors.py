@@ -1,0 +1,38 @@
+"""The service's errors. Each subclass's docstring is its meaning; `api_errors` maps them to gRPC
+status codes in one place."""
+
+from __future__ import annotations
+
+
+class NudgeError(Exception):
+    """Base class of every error the service raises on purpose."""
+
+
+class InvalidArgument(NudgeError):
+    """A request field is malformed or out of range. `field` names it (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFound(NudgeError):
+    """The app, campaign or decision named by the request does not exist (for this caller)."""
+
+
+class FailedPrecondition(NudgeError):
+    """The request is well-formed but does not fit the state it refers to."""
+
+
+class StoreUnavailable(NudgeError):
+    """Redis or PostgreSQL did not answer in time or refused the connection."""
+
+
+class ConfigError(NudgeError):
+    """A configuration document (app, campaign, settings) is invalid. `path` names the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message

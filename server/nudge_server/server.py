@@ -1,0 +1,180 @@
+"""The server process: one lifespan that opens the pools, then serves, then closes in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
+
+from .admin_api import AdminServicer
+from .arm_stats import PolicyCache
+from .config_store import ConfigCache, ConfigStore
+from .decision_api import DecisionServicer
+from .decision_log import LogWriter
+from .decisions import DecisionEngine
+from .errors import StoreUnavailable
+from .logs import configure_logging
+from .outcome_store import OutcomeStore
+from .outcomes import OutcomeRecorder
+from .settings import ServerSettings
+from .sweeper import IgnoreSweeper
+from .throttle_store import ThrottleStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+#: How often the health service re-checks Redis.
+HEALTH_INTERVAL_S = 1.0
+
+
+@dataclass
+class RunningServer:
+    """A started server: its port and the pieces tests and the CLI may look at."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    log_writer: LogWriter
+    config: ConfigCache
+    policies: PolicyCache
+
+
+async def _watch_health(store: ThrottleStore, servicer: health.aio.HealthServicer) -> None:
+    """Reports NOT_SERVING while Redis does not answer: decisions would all be "unavailable"."""
+    serving: bool | None = None
+    while True:
+        ok = await store.ping()
+        if ok != serving:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", *SERVICE_NAMES):
+                await servicer.set(name, status)
+            if serving is not None:
+                log.warning("health_changed", extra={"redis_ok": ok})
+            serving = ok
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServer]:
+    """Opens Redis, PostgreSQL, the caches and the log writer, then serves until exit.
+
+    On exit the server stops accepting, in-flight RPCs get the grace period, the log buffer is
+    flushed, and the pools close, in that order.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        redis_client = aioredis.Redis.from_url(
+            settings.redis.url,
+            max_connections=settings.redis.max_connections,
+            socket_connect_timeout=settings.redis.command_timeout_s,
+            health_check_interval=30,
+        )
+        stack.push_async_callback(redis_client.aclose)
+        try:
+            pool = await asyncpg.create_pool(
+                settings.postgres.dsn,
+                min_size=settings.postgres.min_connections,
+                max_size=settings.postgres.max_connections,
+                command_timeout=settings.postgres.command_timeout_s,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"postgresql: cannot connect: {exc}") from exc
+        stack.push_async_callback(pool.close)
+
+        store = ThrottleStore(redis_client, settings.redis)
+        try:
+            await store.load_scripts()
+        except StoreUnavailable as exc:
+            log.warning("redis_unavailable_at_start", extra={"error": str(exc)})
+
+        config_store = ConfigStore(pool)
+        config = await stack.enter_async_context(ConfigCache(config_store, settings.decision))
+
+        def active_campaigns() -> list:  # type: ignore[type-arg]
+            return [c for cs in config.snapshot.campaigns.values() for c in cs]
+
+        policies = await stack.enter_async_context(
+            PolicyCache(
+                store, active_campaigns, settings.decision.stats_refresh_s, settings.decision.seed
+            )
+        )
+        log_writer = await stack.enter_async_context(LogWriter(pool, settings.log))
+
+        engine = DecisionEngine(
+            lambda: config.snapshot, policies, store, log_writer, settings.decision
+        )
+        outcomes = OutcomeRecorder(
+            lambda: config.snapshot.apps, store, OutcomeStore(pool), log_writer, settings.decision
+        )
+        await stack.enter_async_context(
+            IgnoreSweeper(pool, store, interval_s=settings.decision.sweep_interval_s)
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
+                ("grpc.max_send_message_length", settings.grpc.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        decision_pb2_grpc.add_DecisionServiceServicer_to_server(
+            DecisionServicer(engine, outcomes), server
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(config_store, on_change=config.refresh_now), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(settings.grpc.listen)
+        if port == 0:
+            raise StoreUnavailable(f"grpc: cannot listen on {settings.grpc.listen}")
+        await server.start()
+        health_task = asyncio.create_task(_watch_health(store, health_servicer))
+
+        async def stop() -> None:
+            health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health_task
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(settings.grpc.shutdown_grace_s)
+
+        # Registered last, so it runs first: stop serving before the log flushes and pools close.
+        stack.push_async_callback(stop)
+        log.info("server_started", extra={"listen": settings.grpc.listen, "port": port})
+        yield RunningServer(server, port, health_servicer, log_writer, config, policies)
+    log.info("server_stopped")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(settings):
+        await stop.wait()
+        log.info("server_stopping")
+
+
+def run_server(settings: ServerSettings) -> None:
+    """The `nudge serve` entry point."""
+    configure_logging()
+    asyncio.run(serve(settings))

@@ -1,0 +1,209 @@
+"""Frozen settings, one dataclass per resource, validated on construction.
+
+Only the CLI calls the `from_env` constructors; everything else is handed its settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+Env = Mapping[str, str]
+
+
+def _float(env: Env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+
+
+def _int(env: Env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+
+
+def _bool(env: Env, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(name, f"must be greater than 0, got {value}")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where Redis is and how long the hot path waits for it."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Deadline of the one Redis call of a decision; past it the answer is "unavailable".
+    decision_timeout_s: float = 0.05
+    #: Timeout of other Redis calls (outcomes, statistics refresh).
+    command_timeout_s: float = 1.0
+    max_connections: int = 64
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("NUDGE_REDIS_URL", f"must be a redis:// URL, got {self.url!r}")
+        _positive("NUDGE_REDIS_DECISION_TIMEOUT", self.decision_timeout_s)
+        _positive("NUDGE_REDIS_COMMAND_TIMEOUT", self.command_timeout_s)
+        _positive("NUDGE_REDIS_MAX_CONNECTIONS", self.max_connections)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> RedisSettings:
+        return cls(
+            url=env.get("NUDGE_REDIS_URL") or cls.url,
+            decision_timeout_s=_float(env, "NUDGE_REDIS_DECISION_TIMEOUT", cls.decision_timeout_s),
+            command_timeout_s=_float(env, "NUDGE_REDIS_COMMAND_TIMEOUT", cls.command_timeout_s),
+            max_connections=_int(env, "NUDGE_REDIS_MAX_CONNECTIONS", cls.max_connections),
+        )
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Where PostgreSQL is and how the pool is sized."""
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/nudge"
+    min_connections: int = 1
+    max_connections: int = 8
+    command_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
+            raise ConfigError(
+                "NUDGE_DATABASE_URL", f"must be a postgresql:// URL, got {self.dsn!r}"
+            )
+        _positive("NUDGE_DATABASE_MAX_CONNECTIONS", self.max_connections)
+        if not 0 <= self.min_connections <= self.max_connections:
+            raise ConfigError("NUDGE_DATABASE_MIN_CONNECTIONS", "must be between 0 and the maximum")
+        _positive("NUDGE_DATABASE_COMMAND_TIMEOUT", self.command_timeout_s)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> PostgresSettings:
+        return cls(
+            dsn=env.get("NUDGE_DATABASE_URL") or cls.dsn,
+            min_connections=_int(env, "NUDGE_DATABASE_MIN_CONNECTIONS", cls.min_connections),
+            max_connections=_int(env, "NUDGE_DATABASE_MAX_CONNECTIONS", cls.max_connections),
+            command_timeout_s=_float(env, "NUDGE_DATABASE_COMMAND_TIMEOUT", cls.command_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    """How the gRPC server listens and shuts down."""
+
+    listen: str = "127.0.0.1:50051"
+    #: On SIGTERM, in-flight RPCs get this long to finish.
+    shutdown_grace_s: float = 10.0
+    max_message_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if ":" not in self.listen:
+            raise ConfigError("NUDGE_LISTEN", f"must be HOST:PORT, got {self.listen!r}")
+        _positive("NUDGE_SHUTDOWN_GRACE", self.shutdown_grace_s)
+        _positive("NUDGE_MAX_MESSAGE_BYTES", self.max_message_bytes)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> GrpcSettings:
+        return cls(
+            listen=env.get("NUDGE_LISTEN") or cls.listen,
+            shutdown_grace_s=_float(env, "NUDGE_SHUTDOWN_GRACE", cls.shutdown_grace_s),
+            max_message_bytes=_int(env, "NUDGE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+        )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the decision log is batched into PostgreSQL."""
+
+    batch_size: int = 500
+    flush_interval_s: float = 0.2
+    #: Rows kept in memory while PostgreSQL is unavailable; past it new rows are dropped loudly.
+    max_buffered_rows: int = 200_000
+
+    def __post_init__(self) -> None:
+        _positive("NUDGE_LOG_BATCH_SIZE", self.batch_size)
+        _positive("NUDGE_LOG_FLUSH_INTERVAL", self.flush_interval_s)
+        _positive("NUDGE_LOG_MAX_BUFFERED_ROWS", self.max_buffered_rows)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> LogSettings:
+        return cls(
+            batch_size=_int(env, "NUDGE_LOG_BATCH_SIZE", cls.batch_size),
+            flush_interval_s=_float(env, "NUDGE_LOG_FLUSH_INTERVAL", cls.flush_interval_s),
+            max_buffered_rows=_int(env, "NUDGE_LOG_MAX_BUFFERED_ROWS", cls.max_buffered_rows),
+        )
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """How decisions are made."""
+
+    #: Use the client's event_time as the decision time. Only for replays of logged traffic.
+    trust_event_time: bool = False
+    #: How often configuration (apps, campaigns) is re-read from PostgreSQL.
+    config_refresh_s: float = 1.0
+    #: How often arm statistics are re-read from Redis.
+    stats_refresh_s: float = 0.5
+    #: Seed of the bandit's random draws; None means fresh entropy.
+    seed: int | None = None
+    #: How often the ignore sweeper looks for response windows that closed with no response.
+    sweep_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _positive("NUDGE_CONFIG_REFRESH", self.config_refresh_s)
+        _positive("NUDGE_STATS_REFRESH", self.stats_refresh_s)
+        _positive("NUDGE_SWEEP_INTERVAL", self.sweep_interval_s)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> DecisionSettings:
+        seed = env.get("NUDGE_SEED")
+        return cls(
+            trust_event_time=_bool(env, "NUDGE_TRUST_EVENT_TIME", cls.trust_event_time),
+            config_refresh_s=_float(env, "NUDGE_CONFIG_REFRESH", cls.config_refresh_s),
+            stats_refresh_s=_float(env, "NUDGE_STATS_REFRESH", cls.stats_refresh_s),
+            seed=_int(env, "NUDGE_SEED", 0) if seed else None,
+            sweep_interval_s=_float(env, "NUDGE_SWEEP_INTERVAL", cls.sweep_interval_s),
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server process needs."""
+
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> ServerSettings:
+        return cls(
+            redis=RedisSettings.from_env(env),
+            postgres=PostgresSettings.from_env(env),
+            grpc=GrpcSettings.from_env(env),
+            log=LogSettings.from_env(env),
+            decision=DecisionSettings.from_env(env),
+        )

@@ -1,0 +1,232 @@
+"""Throttle rules: the stateless ones decided here, the stateful ones handed to decide.lua.
+
+Everything here is pure: it turns a request's time, zone, policy and candidate campaigns into the
+arguments of the one Redis call, and that call's answer back into a verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from . import keys
+from .local_time import from_ms, local_day, quiet_hours, to_ms
+from .model import Arm, Campaign, Channel, QuietHoursPolicy, Reason, ThrottlePolicy
+
+_HOLDOUT_SCALE = float(2**64)
+
+
+def in_holdout(app_id: str, campaign_id: str, user_id: str, share: float) -> bool:
+    """Whether the user is in the campaign's holdout: a stable hash, so the choice is sticky."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{app_id}\x00{campaign_id}\x00{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _HOLDOUT_SCALE < share
+
+
+@dataclass(frozen=True)
+class Eligible:
+    """A campaign that passed the stateless rules; a push may have to wait until `not_before`."""
+
+    campaign: Campaign
+    not_before: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The campaigns left after the stateless rules, or the reason none is."""
+
+    eligible: tuple[Eligible, ...]
+    reason: Reason | None = None  # set when `eligible` is empty
+    reason_campaign: str = ""
+    reason_next: dt.datetime | None = None
+
+
+def screen(
+    campaigns: Sequence[Campaign],
+    *,
+    app_id: str,
+    user_id: str,
+    now: dt.datetime,
+    tz: ZoneInfo,
+    policy: ThrottlePolicy,
+) -> Screening:
+    """Applies holdouts and quiet hours to the campaigns an event triggers (in priority order).
+
+    When nothing is left, the reason is that of the most preferred campaign.
+    """
+    if not campaigns:
+        return Screening((), Reason.NO_ELIGIBLE_CAMPAIGN)
+    quiet = quiet_hours(now, tz, policy.quiet_start, policy.quiet_end)
+    eligible: list[Eligible] = []
+    first_no: tuple[Reason, str, dt.datetime | None] | None = None
+    for campaign in campaigns:
+        if in_holdout(app_id, campaign.campaign_id, user_id, campaign.holdout_share):
+            first_no = first_no or (Reason.HOLDOUT, campaign.campaign_id, None)
+            continue
+        if quiet.active:
+            deferrable = (
+                campaign.channel is Channel.PUSH
+                and campaign.quiet_hours_policy is QuietHoursPolicy.DEFER
+            )
+            if not deferrable:
+                first_no = first_no or (Reason.QUIET_HOURS, campaign.campaign_id, quiet.ends_at)
+                continue
+            eligible.append(Eligible(campaign, quiet.ends_at))
+            continue
+        eligible.append(Eligible(campaign))
+    if eligible:
+        return Screening(tuple(eligible))
+    assert first_no is not None
+    reason, campaign_id, next_at = first_no
+    return Screening((), reason, campaign_id, next_at)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An eligible campaign with the arm its bandit drew."""
+
+    campaign: Campaign
+    arm: Arm
+    propensity: float
+    deliver_at: dt.datetime | None
+
+
+def deliver_time(now: dt.datetime, arm: Arm, not_before: dt.datetime | None) -> dt.datetime | None:
+    """When a push is delivered: after the arm's delay and not before the end of quiet hours."""
+    at = now + dt.timedelta(seconds=arm.delay_s) if arm.delay_s else None
+    if not_before is not None and (at is None or at < not_before):
+        at = not_before
+    return at
+
+
+@dataclass(frozen=True)
+class ThrottleCall:
+    """The keys and arguments of one call of decide.lua."""
+
+    keys: tuple[str, str, str, str]
+    args: tuple[str | int, ...]
+
+
+def build_call(
+    *,
+    app_id: str,
+    user_id: str,
+    decision_id: str,
+    client_request_id: str,
+    now: dt.datetime,
+    tz: ZoneInfo,
+    policy: ThrottlePolicy,
+    channel: Channel,
+    candidates: Sequence[Candidate],
+    screening: Screening,
+) -> ThrottleCall:
+    """The arguments of decide.lua for this decision."""
+    tag = keys.user_tag(app_id, user_id)
+    day = local_day(now, tz)
+    now_ms = to_ms(now)
+    day_end_ms = to_ms(day.ends_at)
+    day_ttl = max(0, (day_end_ms - now_ms) // 1000) + keys.DAY_TTL_MARGIN_S
+    longest_window = max((c.campaign.attribution_window_s for c in candidates), default=0)
+    policy_doc = {
+        "cap": policy.daily_cap,
+        "min": policy.min_interval_s * 1000,
+        "factor": policy.backoff_factor,
+        "ceil": policy.backoff_ceiling_s * 1000,
+        "snooze": policy.snooze_after,
+        "adaptive": 1 if policy.adaptive else 0,
+        "ch": channel.value,
+        "chcap": policy.channel_daily_caps.get(channel, 0),
+    }
+    candidate_docs = [
+        {
+            "c": c.campaign.campaign_id,
+            "a": c.arm.arm_id,
+            "pd": c.campaign.cap_per_day,
+            "lt": c.campaign.cap_lifetime,
+            "mi": c.campaign.cap_min_interval_s * 1000,
+            "p": c.propensity,
+            "da": to_ms(c.deliver_at) if c.deliver_at else 0,
+            "aw": c.campaign.attribution_window_s * 1000,
+            "m": c.campaign.reward_metric.value,
+        }
+        for c in candidates
+    ]
+    meta = {
+        "id": decision_id,
+        "req": 1 if client_request_id else 0,
+        "pre": screening.reason.value if screening.reason else "",
+        "prec": screening.reason_campaign,
+        "pren": to_ms(screening.reason_next) if screening.reason_next else 0,
+    }
+    request_key = (
+        keys.user_request(tag, client_request_id) if client_request_id else keys.user_state(tag)
+    )
+    return ThrottleCall(
+        keys=(
+            keys.user_state(tag),
+            keys.user_day(tag, day.day_id),
+            request_key,
+            keys.user_decision(tag, decision_id),
+        ),
+        args=(
+            now_ms,
+            day_end_ms,
+            day_ttl,
+            keys.USER_STATE_TTL_S,
+            longest_window + keys.DECISION_TTL_MARGIN_S,
+            keys.REQUEST_TTL_S,
+            json.dumps(policy_doc, separators=(",", ":")),
+            json.dumps(candidate_docs, separators=(",", ":")),
+            json.dumps(meta, separators=(",", ":")),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What decide.lua answered."""
+
+    decision_id: str
+    reason: Reason
+    campaign_id: str
+    arm_id: str
+    propensity: float
+    next_eligible_at: dt.datetime | None
+    deliver_at: dt.datetime | None
+    replayed: bool
+
+    @property
+    def show(self) -> bool:
+        return self.reason is Reason.OK
+
+
+def parse_verdict(replayed: int, encoded: bytes | str) -> Verdict:
+    """Decodes decide.lua's reply."""
+    doc = json.loads(encoded)
+    next_ms = int(doc.get("n") or 0)
+    deliver_ms = int(doc.get("da") or 0)
+    return Verdict(
+        decision_id=str(doc["id"]),
+        reason=Reason(doc["r"]),
+        campaign_id=str(doc.get("c") or ""),
+        arm_id=str(doc.get("a") or ""),
+        propensity=float(doc.get("p") or 0.0),
+        next_eligible_at=from_ms(next_ms) if next_ms > 0 else None,
+        deliver_at=from_ms(deliver_ms) if deliver_ms > 0 else None,
+        replayed=bool(replayed),
+    )
+
+
+def push_back_from_quiet_hours(
+    at: dt.datetime | None, tz: ZoneInfo, policy: ThrottlePolicy
+) -> dt.datetime | None:
+    """An in-app "next eligible" time that falls in quiet hours moves to their end."""
+    if at is None:
+        return None
+    quiet = quiet_hours(at, tz, policy.quiet_start, policy.quiet_end)
+    return quiet.ends_at if quiet.active and quiet.ends_at else at

@@ -1,0 +1,99 @@
+"""The server as a process of its own, on a fresh database and Redis, for acceptance tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running `nudge serve` process."""
+
+    process: subprocess.Popen[bytes]
+    target: str
+    dsn: str
+    log_path: Path
+
+    async def stop(self) -> int:
+        """SIGTERM, then wait for the process to exit; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, 30)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def launch(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Starts `python -m nudge_server serve` with its output in `log_path`."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nudge_server", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_serving(target: str, process: subprocess.Popen[bytes]) -> None:
+    """Waits until the health service answers SERVING (or the process dies)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(150):
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not become SERVING")
+
+
+@pytest.fixture
+async def server(
+    pg_dsn: str, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> AsyncIterator[ServerProcess]:
+    """A server on this test's database and Redis, trusting event times (like a replay)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NUDGE_DATABASE_URL": pg_dsn,
+        "NUDGE_REDIS_URL": redis_url,
+        "NUDGE_LISTEN": f"127.0.0.1:{port}",
+        "NUDGE_TRUST_EVENT_TIME": "1",
+        "NUDGE_REDIS_DECISION_TIMEOUT": "1.0",
+    }
+    handle = ServerProcess(
+        launch(env, tmp_path / "server.log"), f"127.0.0.1:{port}", pg_dsn, tmp_path / "server.log"
+    )
+    try:
+        await wait_serving(handle.target, handle.process)
+        yield handle
+    finally:
+        if handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait(10)
+        sys.stderr.write(handle.log_tail())
