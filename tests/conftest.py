@@ -1,13 +1,19 @@
 """Shared fixtures: real PostgreSQL and Redis, isolated per test.
 
 PostgreSQL: a template database is built once per session by running the migrations; each test
-gets its own copy. Redis: each test gets a dedicated, flushed logical database.
-Override the servers with NUDGE_TEST_POSTGRES_URL (an admin connection) and NUDGE_TEST_REDIS_URL.
+gets its own copy. Redis: the session starts a private redis-server on a free loopback port (so
+test sessions running side by side never flush each other's keys), and each test gets it
+flushed. NUDGE_TEST_POSTGRES_URL (an admin connection) and NUDGE_TEST_REDIS_URL override them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
     "NUDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("NUDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("NUDGE_TEST_REDIS_URL", "")
 TEMPLATE = f"nudge_test_template_{os.getpid()}"
 
 
@@ -69,10 +75,57 @@ async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """The URL of the session's Redis: a private redis-server, or NUDGE_TEST_REDIS_URL."""
+    binary = shutil.which("redis-server")
+    if REDIS_URL or binary is None:
+        yield REDIS_URL or "redis://127.0.0.1:6379/15"
+        return
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="nudge-test-redis-") as folder:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                folder,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError("the test redis-server did not start") from None
+                    time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url(redis_server: str) -> Iterator[str]:
     """The URL of this test's Redis database (flushed before and after by `redis_client`)."""
-    yield REDIS_URL
+    yield redis_server
 
 
 @pytest.fixture
