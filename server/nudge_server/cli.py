@@ -18,8 +18,10 @@ from typing import Any
 
 import asyncpg
 
+from . import report_cli
 from .config import campaign_to_doc, load_yaml, parse_document
 from .config_store import PG_UNAVAILABLE, ConfigStore
+from .delivery import cli as delivery_cli
 from .errors import (
     ConfigError,
     FailedPrecondition,
@@ -203,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.set_defaults(run=_serve, sync=True)
+
+    report_cli.add_parser(commands)  # `nudge report`
+    delivery_cli.add_parser(commands)  # `nudge worker`, `nudge deadletter`
     return parser
 
 

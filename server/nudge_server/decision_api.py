@@ -13,8 +13,8 @@ from nudge.v1 import decision_pb2, decision_pb2_grpc
 from . import requests
 from .api_errors import grpc_errors
 from .decisions import Clock, Decision, DecisionEngine
-from .local_time import utc_now
 from .errors import InvalidArgument
+from .local_time import utc_now
 from .model import Channel, OutcomeType, Platform, Reason
 from .outcomes import OutcomeRecorder
 

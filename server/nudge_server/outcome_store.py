@@ -66,8 +66,16 @@ class DueDecision:
 
 def _outcome_args(row: OutcomeRow) -> tuple[object, ...]:
     return (
-        row.decision_id, row.app_id, row.user_id, row.campaign_id, row.arm_id, row.type,
-        row.value, row.occurred_at, row.received_at, row.rewarded,
+        row.decision_id,
+        row.app_id,
+        row.user_id,
+        row.campaign_id,
+        row.arm_id,
+        row.type,
+        row.value,
+        row.occurred_at,
+        row.received_at,
+        row.rewarded,
     )
 
 
@@ -86,8 +94,13 @@ class OutcomeStore:
         if row is None:
             return None
         return LoggedDecision(
-            str(row["decision_id"]), row["user_id"], row["show"], row["reason"],
-            row["campaign_id"], row["arm_id"], row["decided_at"],
+            str(row["decision_id"]),
+            row["user_id"],
+            row["show"],
+            row["reason"],
+            row["campaign_id"],
+            row["arm_id"],
+            row["decided_at"],
         )
 
     async def insert_outcome(self, row: OutcomeRow) -> bool:
@@ -104,8 +117,14 @@ class OutcomeStore:
         """Shown decisions whose response window closed in (now - lookback, now]."""
         rows = await conn.fetch(DUE_FOR_IGNORE, now, now - lookback, limit)
         return [
-            DueDecision(str(r["decision_id"]), r["app_id"], r["user_id"], r["campaign_id"],
-                        r["arm_id"], r["response_deadline"])
+            DueDecision(
+                str(r["decision_id"]),
+                r["app_id"],
+                r["user_id"],
+                r["campaign_id"],
+                r["arm_id"],
+                r["response_deadline"],
+            )
             for r in rows
         ]
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from .decision_log import LogWriter, OutcomeRow
 from .decisions import Clock
-from .local_time import to_ms, utc_now
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .ids import Owner, owner_of
+from .local_time import to_ms, utc_now
 from .model import App, OutcomeType, Reason
 from .outcome_store import OutcomeStore
 from .requests import OutcomeInput
@@ -77,11 +77,11 @@ class OutcomeRecorder:
         if effect.status == "early":
             raise InvalidArgument("occurred_at", "is earlier than the decision it reports on")
         await self._store.learn(outcome.app_id, outcome.decision_id, effect)
-        self._log.add_outcome(self._row(outcome, effect.campaign_id, effect.arm_id, at,
-                                        received_at, effect.reward))
+        self._log.add_outcome(
+            self._row(outcome, effect.campaign_id, effect.arm_id, at, received_at, effect.reward)
+        )
         if effect.late:
-            log.info("outcome_after_attribution_window",
-                     extra={"decision_id": outcome.decision_id})
+            log.info("outcome_after_attribution_window", extra={"decision_id": outcome.decision_id})
         return OutcomeResult(recorded=effect.status == "ok", rewarded=effect.reward)
 
     async def _report_unknown_to_redis(

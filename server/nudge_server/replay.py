@@ -46,6 +46,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from nudge_client import NudgeClient, reason_name
 
+from . import ope
+
 #: The app and campaign of data/obd/campaign.yaml.
 APP_ID = "obd"
 CAMPAIGN_ID = "all"
@@ -611,6 +613,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+N_ITEMS = 80
+
+
+def logged_off_policy(events: Sequence[LoggedEvent]) -> list[str]:
+    """Off-policy estimates from the sample's own log (items, clicks, logged propensities).
+
+    The IPS estimate of the uniform policy must reproduce the logged click rate, since the log
+    was collected by that very policy; "always item k" shows how far the log reaches.
+    """
+    if not events:
+        return []
+    arms = [e.item_id for e in events]
+    clicks = [float(e.click) for e in events]
+    propensities = [e.propensity for e in events]
+    best_item = max(range(N_ITEMS), key=lambda k: sum(c for a, c in zip(arms, clicks) if a == k))
+    report = ope.evaluate(
+        arms,
+        clicks,
+        propensities,
+        [ope.uniform(N_ITEMS), ope.always(best_item, N_ITEMS, f"always item {best_item}*")],
+        N_ITEMS,
+    )
+    lines = ["off-policy, logged data (IPS / SNIPS, standard error):"]
+    for estimate in report.estimates:
+        if estimate.ips is None or estimate.snips is None:
+            continue
+        lines.append(
+            f"  {estimate.policy:<22}{_pct(estimate.ips.value)} ± {_pct(estimate.ips.standard_error)}"
+            f" / {_pct(estimate.snips.value)} ± {_pct(estimate.snips.standard_error)}"
+            f" (effective sample size {estimate.effective_sample_size:.0f})"
+        )
+        lines += [f"    warning: {w}" for w in estimate.warnings]
+    lines.append("  * the most clicked item, chosen on this same data: its estimate is optimistic")
+    return lines
+
+
 async def _run(args: argparse.Namespace) -> int:
     if args.reset or args.reset_only:
         print(await reset_state(args.database_url, args.redis_url), flush=True)
@@ -631,6 +669,7 @@ async def _run(args: argparse.Namespace) -> int:
         database = await settle_rows(args.database_url, tally, wait_s=5.0)
     summary = summarize(tally, database, server_stop)
     print(format_summary(summary), flush=True)
+    print("\n".join(logged_off_policy(events)), flush=True)
     return 0 if summary.ok else 1
 
 

@@ -14,7 +14,16 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
+from nudge.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    decision_pb2,
+    decision_pb2_grpc,
+    devices_pb2,
+    devices_pb2_grpc,
+    report_pb2,
+    report_pb2_grpc,
+)
 
 from .admin_api import AdminServicer
 from .arm_stats import PolicyCache
@@ -22,10 +31,14 @@ from .config_store import ConfigCache, ConfigStore
 from .decision_api import DecisionServicer
 from .decision_log import LogWriter
 from .decisions import DecisionEngine
+from .device_api import DeviceServicer
+from .devices import DeviceStore
 from .errors import StoreUnavailable
 from .logs import configure_logging
 from .outcome_store import OutcomeStore
 from .outcomes import OutcomeRecorder
+from .report_api import ReportServicer
+from .report_store import ReportStore
 from .settings import ServerSettings
 from .sweeper import IgnoreSweeper
 from .throttle_store import ThrottleStore
@@ -35,6 +48,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+    devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
 )
 #: How often the health service re-checks Redis.
 HEALTH_INTERVAL_S = 1.0
@@ -137,6 +152,12 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(config_store, on_change=config.refresh_now), server
+        )
+        report_pb2_grpc.add_ReportServiceServicer_to_server(
+            ReportServicer(ReportStore(pool)), server
+        )
+        devices_pb2_grpc.add_DeviceServiceServicer_to_server(
+            DeviceServicer(DeviceStore(pool)), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

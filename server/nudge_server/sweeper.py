@@ -20,10 +20,10 @@ from typing import Self
 import asyncpg
 
 from .decision_log import OutcomeRow
+from .decisions import Clock
 from .errors import StoreUnavailable
 from .local_time import to_ms, utc_now
 from .outcome_store import SWEEPER_LOCK_ID, OutcomeStore
-from .decisions import Clock
 from .throttle_store import ThrottleStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,10 @@ class IgnoreSweeper:
         rows: list[OutcomeRow] = []
         for decision in due:
             effect = await self._store.record_outcome(
-                decision.app_id, decision.user_id, decision.decision_id, "ignore",
+                decision.app_id,
+                decision.user_id,
+                decision.decision_id,
+                "ignore",
                 to_ms(decision.response_deadline),
             )
             if effect.status == "responded":
@@ -97,8 +100,12 @@ class IgnoreSweeper:
             await asyncio.sleep(self._interval_s)
             try:
                 await self.sweep_once()
-            except (StoreUnavailable, OSError, asyncpg.PostgresError,
-                    asyncpg.InterfaceError) as exc:
+            except (
+                StoreUnavailable,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+            ) as exc:
                 log.warning("ignore_sweep_failed", extra={"error": str(exc)})
             except Exception:  # keep sweeping whatever happens
                 log.exception("ignore_sweep_crashed")

@@ -97,3 +97,55 @@ async def server(
             handle.process.kill()
             handle.process.wait(10)
         sys.stderr.write(handle.log_tail())
+
+
+# --- the push delivery worker as a process ------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    """A running `nudge worker` process; `kill` is SIGKILL (no chance to clean up)."""
+
+    process: subprocess.Popen[bytes]
+    health_target: str
+    log_path: Path
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+    async def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, 30)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def launch_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Starts `python -m nudge_server worker`, its output appended to `log_path`."""
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nudge_server", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def start_worker(env: dict[str, str], log_path: Path) -> WorkerProcess:
+    """Starts `python -m nudge_server worker` with `env` over os.environ (its health service on
+    a free port) and waits until it reports SERVING."""
+    port = free_port()
+    full = {**os.environ, "NUDGE_WORKER_HEALTH_LISTEN": f"127.0.0.1:{port}", **env}
+    process = launch_worker(full, log_path)
+    handle = WorkerProcess(process, f"127.0.0.1:{port}", log_path)
+    try:
+        await wait_serving(handle.health_target, process)
+    except AssertionError:
+        handle.kill()
+        sys.stderr.write(handle.log_tail())
+        raise
+    return handle

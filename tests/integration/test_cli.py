@@ -30,8 +30,12 @@ campaigns:
 def nudge(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NUDGE_DATABASE_URL": dsn}
     return subprocess.run(
-        [sys.executable, "-m", "nudge_server", *args], env=env, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-m", "nudge_server", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -64,7 +68,9 @@ async def test_push_list_shows_queued_jobs(pg_dsn: str, pg_pool: asyncpg.Pool) -
                                   deliver_at, expires_at, time_zone)
            VALUES ($1, 'fit', 'u1', 'comeback', 'friendly', '{"title": "We miss you"}',
                    $2, $3, 'Europe/Berlin')""",
-        job_id, now, now + dt.timedelta(days=1),
+        job_id,
+        now,
+        now + dt.timedelta(days=1),
     )
     result = nudge(pg_dsn, "push", "list", "--app", "fit", "--json")
     assert result.returncode == 0, result.stderr

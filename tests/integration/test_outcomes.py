@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-
 from nudge_server.arm_stats import PolicyCache
 from nudge_server.config_store import ConfigSnapshot
 from nudge_server.decision_log import LogWriter
@@ -52,9 +51,13 @@ class Clock:
 
 def config(holdout: float = 0.0, metric: RewardMetric = RewardMetric.TAP) -> ConfigSnapshot:
     campaign = Campaign(
-        app_id="app", campaign_id="quiz", trigger_events=frozenset({"lesson_done"}),
+        app_id="app",
+        campaign_id="quiz",
+        trigger_events=frozenset({"lesson_done"}),
         arms=(Arm("a", Prompt(title="A")), Arm("b", Prompt(title="B"))),
-        response_window_s=1800, attribution_window_s=86400, holdout_share=holdout,
+        response_window_s=1800,
+        attribution_window_s=86400,
+        holdout_share=holdout,
         reward_metric=metric,
     )
     return ConfigSnapshot.build(1, [App("app", ThrottlePolicy(daily_cap=10))], [campaign])
@@ -73,16 +76,32 @@ class Service:
     async def decide(self, user: str) -> Decision:
         return await self.engine.decide(
             decide_input(
-                app="app", user=user, event_name="lesson_done", event_properties={},
-                channel=Channel.IN_APP, surface="", tz_name="Asia/Tokyo", locale="",
-                platform=Platform.IOS, client_request_id="", event_time=None, now=self.clock(),
+                app="app",
+                user=user,
+                event_name="lesson_done",
+                event_properties={},
+                channel=Channel.IN_APP,
+                surface="",
+                tz_name="Asia/Tokyo",
+                locale="",
+                platform=Platform.IOS,
+                client_request_id="",
+                event_time=None,
+                now=self.clock(),
             )
         )
 
     async def report(self, user: str, decision_id: str, kind: OutcomeType):  # type: ignore[no-untyped-def]
         return await self.outcomes.report(
-            outcome_input(app="app", user=user, decision_id=decision_id, kind=kind, value=0.0,
-                          occurred_at=None, now=self.clock())
+            outcome_input(
+                app="app",
+                user=user,
+                decision_id=decision_id,
+                kind=kind,
+                value=0.0,
+                occurred_at=None,
+                now=self.clock(),
+            )
         )
 
 
@@ -91,13 +110,14 @@ async def make_service(
 ) -> AsyncIterator[Service]:
     clock = Clock(START)
     store = ThrottleStore(redis_client, RedisSettings(decision_timeout_s=2.0))
-    policies = PolicyCache(store, lambda: [], refresh_s=3600)
+    policies = PolicyCache(store, list, refresh_s=3600)
     settings = DecisionSettings(seed=3)
     async with LogWriter(pool, LogSettings(flush_interval_s=0.05)) as log_writer:
         yield Service(
             DecisionEngine(lambda: snapshot, policies, store, log_writer, settings, clock=clock),
-            OutcomeRecorder(lambda: snapshot.apps, store, OutcomeStore(pool), log_writer,
-                            settings, clock=clock),
+            OutcomeRecorder(
+                lambda: snapshot.apps, store, OutcomeStore(pool), log_writer, settings, clock=clock
+            ),
             log_writer,
             IgnoreSweeper(pool, store, clock=clock),
             clock,
@@ -197,8 +217,9 @@ async def test_a_late_reward_is_logged_not_learned(service: Service) -> None:
 async def test_a_held_out_users_conversion_is_recorded_for_the_holdout_comparison(
     pg_pool: asyncpg.Pool, redis_client: aioredis.Redis
 ) -> None:
-    async for service in make_service(pg_pool, redis_client,
-                                      config(holdout=0.5, metric=RewardMetric.CONVERSION)):
+    async for service in make_service(
+        pg_pool, redis_client, config(holdout=0.5, metric=RewardMetric.CONVERSION)
+    ):
         held = None
         for i in range(50):
             decision = await service.decide(f"user-{i}")
@@ -215,3 +236,53 @@ async def test_a_held_out_users_conversion_is_recorded_for_the_holdout_compariso
             await service.report(user, decision.decision_id, OutcomeType.TAP)
         count = await pg_pool.fetchval("SELECT count(*) FROM outcomes WHERE type = 'conversion'")
         assert count == 1
+
+
+async def test_the_report_from_postgresql_equals_the_live_counters_in_redis(
+    service: Service,
+) -> None:
+    import random
+
+    from nudge_server.config_store import ConfigStore
+    from nudge_server.report import validate_query
+    from nudge_server.report_store import ReportStore
+
+    snapshot = config()
+    await ConfigStore(service.pool).apply(
+        snapshot.apps.values(), [c for cs in snapshot.campaigns.values() for c in cs]
+    )
+    rng = random.Random(5)
+    kinds = [None, OutcomeType.IMPRESSION, OutcomeType.TAP, OutcomeType.DISMISS]
+    shown_count = 0
+    for round_ in range(3):
+        service.clock.now = START + dt.timedelta(hours=2 * round_)
+        for i in range(30):
+            decision = await service.decide(f"user-{i}")
+            if not decision.show:
+                continue
+            shown_count += 1
+            kind = rng.choice(kinds)
+            if kind is not None:
+                await service.report(f"user-{i}", decision.decision_id, kind)
+                if kind is OutcomeType.IMPRESSION and rng.random() < 0.5:
+                    await service.report(f"user-{i}", decision.decision_id, OutcomeType.TAP)
+    await service.log.flush()
+    # Every response window closes; the sweeper records the ignores.
+    service.clock.now = START + dt.timedelta(hours=8)
+    while await service.sweeper.sweep_once():
+        pass
+    await service.log.flush()
+    assert shown_count > 30
+
+    report = await ReportStore(service.pool).report(validate_query("app", "quiz"))
+    live = {
+        key.decode(): int(value)
+        for key, value in (await service.redis.hgetall("nudge:arms:{app:quiz}")).items()
+    }
+    assert sum(arm.decisions for arm in report.arms) == shown_count
+    for arm in report.arms:
+        # After the log drained and every window closed, each shown decision is one pull.
+        assert arm.decisions == live.get(f"{arm.arm_id}:n", 0), arm.arm_id
+        assert arm.rewards == live.get(f"{arm.arm_id}:r", 0), arm.arm_id
+        assert arm.taps == arm.rewards
+    assert sum(arm.ignores for arm in report.arms) > 0

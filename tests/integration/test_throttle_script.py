@@ -306,14 +306,16 @@ async def test_an_ignore_is_negative_unless_the_user_responded(
     store = store_for(redis_client)
     policy = ThrottlePolicy(daily_cap=10)
     granted = await decide(store, MORNING, policy=policy)
-    ignored = await store.record_outcome("app", "u1", granted.decision_id, "ignore",
-                                         to_ms(MORNING) + 1800_000)
+    ignored = await store.record_outcome(
+        "app", "u1", granted.decision_id, "ignore", to_ms(MORNING) + 1800_000
+    )
     assert ignored.status == "ok" and ignored.pull and not ignored.reward
     later = await decide(store, MORNING + dt.timedelta(minutes=90), policy=policy)
     assert later.reason is Reason.BACKOFF
     tapped = await decide(store, MORNING, policy=policy, user="u2")
     tap = await store.record_outcome("app", "u2", tapped.decision_id, "tap", to_ms(MORNING))
     assert tap.status == "ok"
-    late_ignore = await store.record_outcome("app", "u2", tapped.decision_id, "ignore",
-                                             to_ms(MORNING) + 3600_000)
+    late_ignore = await store.record_outcome(
+        "app", "u2", tapped.decision_id, "ignore", to_ms(MORNING) + 3600_000
+    )
     assert late_ignore.status == "responded"

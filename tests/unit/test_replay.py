@@ -397,3 +397,17 @@ async def test_replay_stops_after_too_many_failed_calls() -> None:
     assert tally.errors == Counter({"Decide/UNAVAILABLE": replay.MAX_ERRORS})
     assert len(servicer.requests) == replay.MAX_ERRORS
     assert not summarize(tally).ok
+
+
+def test_logged_off_policy_reproduces_the_logged_click_rate_for_the_uniform_policy() -> None:
+    from pathlib import Path
+
+    from nudge_server.replay import logged_off_policy, parse_rows, read_csv
+
+    data = Path(__file__).resolve().parents[2] / "data" / "obd" / "random_all.csv.gz"
+    events = parse_rows(read_csv(data))
+    clicks = sum(e.click for e in events)
+    lines = logged_off_policy(events)
+    uniform = next(line for line in lines if line.strip().startswith("uniform"))
+    assert f"{100 * clicks / len(events):.2f}%" in uniform
+    assert clicks == 38 and len(events) == 10_000

@@ -1,0 +1,758 @@
+"""The experimenter's arm report, assembled from plain rows: pure, no I/O.
+
+`report_store.ReportStore` fetches the rows (`ReportData`) for a `ReportQuery`; `build_report`
+turns them into an `ArmReport`. Definitions (also in the README's "Arm reports" section):
+
+- A campaign's *decisions* are its shown (granted) decisions in [start, end) that match the
+  segment; an arm's decisions are those in which the bandit chose it. Impressions, taps,
+  dismissals, conversions and ignores count the decisions with that outcome (outcomes are
+  exactly-once per decision and type); every rate is per shown decision.
+- *Rewards* are the outcomes the service counted as the bandit's reward (`outcomes.rewarded`:
+  the campaign's reward metric within its attribution window, once per decision). The posterior
+  of an arm's reward rate is Beta(1 + rewards, 1 + decisions - rewards).
+- *Users* of the campaign are those who triggered it (one of its trigger events on its channel)
+  in the range and segment. The stable hash of `throttle.in_holdout` splits them into the
+  holdout (never shown the campaign) and the treated group (eligible: an intention-to-treat
+  comparison, whether or not they were shown a prompt). A user's *first decision* is their first
+  triggering decision in the range; they are *retained after d days* when they made any Decide
+  of the app at or after first + d days, before the data's end. Only users whose first decision
+  is at least d days before the data's end are measurable for d.
+- The data's end is the end of the range or, when earlier (or no end is given), the time of the
+  app's latest logged decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import ope
+from .errors import InvalidArgument
+from .model import Campaign, Channel, Platform
+from .stats import (
+    DEFAULT_DRAWS,
+    DEFAULT_SEED,
+    BetaPosterior,
+    ChiSquare,
+    Difference,
+    Interval,
+    SampleRatio,
+    best_arm,
+    beta_posterior,
+    chi_square_independence,
+    difference_of_proportions,
+    probability_greater,
+    reward_independence,
+    sample_ratio_check,
+    wilson_interval,
+)
+from .throttle import in_holdout
+
+#: The decision columns a segment may filter on (equality).
+SEGMENT_KEYS = ("platform", "locale", "surface", "time_zone", "requested_channel")
+#: Retention horizons of the holdout comparison, in days.
+RETENTION_DAYS = (1, 7, 30, 90)
+#: Retention horizons of the cohort view, in days (all after its first week).
+COHORT_RETENTION_DAYS = (7, 30, 90)
+#: The cohort view groups users by their engagement in this many days after their first decision.
+COHORT_WINDOW_DAYS = 7
+#: Cohort groups: (label, fewest engaged prompts, most engaged prompts or None for no limit).
+COHORT_GROUPS: tuple[tuple[str, int, int | None], ...] = (
+    ("0", 0, 0),
+    ("1", 1, 1),
+    ("2", 2, 2),
+    ("3+", 3, None),
+)
+#: Probability-best over time: Monte Carlo draws per daily bucket are at most this budget / arms.
+TIMELINE_SAMPLE_BUDGET = 400_000
+TIMELINE_MIN_DRAWS = 1_000
+TIMELINE_MAX_DRAWS = 20_000
+#: ... and all buckets together draw at most about this many samples.
+TIMELINE_TOTAL_SAMPLES = 40_000_000
+
+CORRELATION_NOTE = (
+    "This is correlation, not causation: users who engage in their first week may be the users "
+    "who would have come back anyway. The holdout comparison is the causal one."
+)
+HOLDOUT_METRIC_NOTE = (
+    "The reward metric per user counts the user's {metric} outcomes on any prompt of the app in "
+    "the range: held-out users never see this campaign, so within it they have none by "
+    "construction; the comparison shows the campaign's net effect on the app's {metric}s."
+)
+
+
+ADAPTIVE_NOTE = (
+    "the allocation was adaptive (the logged propensities changed over the range): per-arm rates "
+    "and the chi-square and z tests assume a fixed split, so read their p-values as approximate; "
+    "the sample-ratio check, the off-policy estimates and the holdout allow for it"
+)
+
+DAY = dt.timedelta(days=1)
+
+
+# --- the query ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """What to report on: a campaign of an app, an optional range [start, end) and segment."""
+
+    app_id: str
+    campaign_id: str
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    segment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def segment_value(self, key: str) -> str | None:
+        """The segment's value for a column, or None when it does not filter on it."""
+        return self.segment.get(key)
+
+
+_SEGMENT_VALUES: Mapping[str, tuple[str, ...]] = {
+    "platform": tuple(p.value for p in Platform),
+    "requested_channel": tuple(c.value for c in Channel),
+}
+
+
+def validate_query(
+    app_id: str,
+    campaign_id: str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    segment: Mapping[str, str] | None = None,
+) -> ReportQuery:
+    """A checked ReportQuery. InvalidArgument names the field: app_id, campaign_id, start_time,
+    end_time (times must carry a UTC offset; the end must be after the start) or segment.<key>
+    (only the keys of SEGMENT_KEYS; platform and requested_channel take their enum values)."""
+    if not app_id:
+        raise InvalidArgument("app_id", "is required")
+    if not campaign_id:
+        raise InvalidArgument("campaign_id", "is required")
+    for name, moment in (("start_time", start), ("end_time", end)):
+        if moment is not None and moment.utcoffset() is None:
+            raise InvalidArgument(name, "must carry a time zone (UTC offset)")
+    if start is not None and end is not None and not start < end:
+        raise InvalidArgument(
+            "end_time", f"must be after start_time ({start.isoformat()}), got {end.isoformat()}"
+        )
+    checked: dict[str, str] = {}
+    for key, value in (segment or {}).items():
+        if key not in SEGMENT_KEYS:
+            raise InvalidArgument(
+                f"segment.{key}",
+                f"unknown segment key {key!r}; segments filter on {', '.join(SEGMENT_KEYS)}",
+            )
+        allowed = _SEGMENT_VALUES.get(key)
+        if allowed is not None and value not in allowed:
+            raise InvalidArgument(
+                f"segment.{key}", f"must be one of {', '.join(allowed)}, got {value!r}"
+            )
+        checked[key] = value
+    return ReportQuery(
+        app_id=app_id,
+        campaign_id=campaign_id,
+        start=start,
+        end=end,
+        segment=MappingProxyType(checked),
+    )
+
+
+def parse_segment(pairs: Iterable[str]) -> dict[str, str]:
+    """`key=value` strings (the CLI's --segment) as a mapping; InvalidArgument on a malformed or
+    repeated pair. Keys are checked by `validate_query`."""
+    segment: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidArgument("segment", f"must be key=value, got {pair!r}")
+        if key in segment:
+            raise InvalidArgument(f"segment.{key}", "is given twice")
+        segment[key] = value
+    return segment
+
+
+# --- the rows ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShownDecision:
+    """One shown decision of the campaign, with the outcomes recorded for it."""
+
+    decision_id: str
+    user_id: str
+    arm_id: str
+    propensity: float | None
+    decided_at: dt.datetime
+    impression: bool = False
+    tap: bool = False
+    dismiss: bool = False
+    conversion: bool = False
+    ignore: bool = False
+    rewarded: bool = False
+
+
+@dataclass(frozen=True)
+class UserFact:
+    """One user who triggered the campaign in the range (and segment)."""
+
+    user_id: str
+    #: Their first triggering decision in the range.
+    first_at: dt.datetime
+    #: Their latest decision of the app (any event) before the data's end.
+    last_at: dt.datetime
+    #: Their outcomes of the campaign's reward metric type, on any prompt of the app, in range.
+    reward_events: int = 0
+    #: This campaign's prompts they tapped or converted on, decided in their first week.
+    engaged_first_week: int = 0
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report is computed from."""
+
+    decisions: Sequence[ShownDecision]
+    users: Sequence[UserFact]
+    #: The data's end (see the module docstring); None when the app has no decisions at all.
+    data_end: dt.datetime | None
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmRow:
+    """One arm's counts, rates and posterior."""
+
+    arm_id: str
+    configured: bool
+    is_control: bool
+    decisions: int
+    share_of_decisions: float | None
+    impressions: int
+    taps: int
+    dismissals: int
+    conversions: int
+    ignores: int
+    impression_rate: float | None
+    tap_rate: float | None
+    dismiss_rate: float | None
+    conversion_rate: float | None
+    ignore_rate: float | None
+    rewards: int
+    reward_rate: float | None
+    reward_rate_interval: Interval
+    posterior: BetaPosterior
+    probability_best: float
+    expected_loss: float
+    #: Decisions whose attribution window was still open at the data's end.
+    pending: int
+
+
+@dataclass(frozen=True)
+class ControlComparison:
+    """One arm against the control arm: reward rate difference (arm - control)."""
+
+    arm_id: str
+    control_arm_id: str
+    difference: Difference
+    #: P(arm's rate > control's rate) under the posteriors.
+    probability_better: float | None
+
+
+@dataclass(frozen=True)
+class GroupComparison:
+    """Treated (eligible) users against held-out users on one per-user yes/no metric."""
+
+    metric: str
+    days: int
+    treated_users: int
+    treated_successes: int
+    holdout_users: int
+    holdout_successes: int
+    treated_interval: Interval
+    holdout_interval: Interval
+    #: treated - holdout, Newcombe interval, z test.
+    lift: Difference
+    #: Users of both groups left out because their first decision is too recent.
+    unmeasurable_users: int
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The holdout comparison (causal: the split is random)."""
+
+    share: float
+    users: int
+    treated_users: int
+    holdout_users: int
+    comparisons: tuple[GroupComparison, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class CohortRetention:
+    """Retention of one cohort group after `days`."""
+
+    days: int
+    measurable: int
+    retained: int
+    rate: float | None
+    interval: Interval
+
+
+@dataclass(frozen=True)
+class CohortGroup:
+    """Users who engaged with this many of the campaign's prompts in their first week."""
+
+    label: str
+    min_engaged: int
+    max_engaged: int | None
+    users: int
+    retention: tuple[CohortRetention, ...]
+
+
+@dataclass(frozen=True)
+class CohortTest:
+    """Chi-square test of retention after `days` across the cohort groups."""
+
+    days: int
+    test: ChiSquare
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """Retention by first-week engagement (treated users whose first week is complete)."""
+
+    users: int
+    groups: tuple[CohortGroup, ...]
+    tests: tuple[CohortTest, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class TimelineBucket:
+    """One UTC day: each arm's decisions that day, its share of them, and its probability of
+    being best given the cumulative counts up to the end of that day."""
+
+    day: dt.date
+    decisions: tuple[int, ...]
+    rewards: tuple[int, ...]
+    share: tuple[float | None, ...]
+    probability_best: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ArmReport:
+    """The whole report of one campaign."""
+
+    app_id: str
+    campaign_id: str
+    display_name: str
+    reward_metric: str
+    control_arm_id: str
+    start: dt.datetime | None
+    end: dt.datetime | None
+    segment: Mapping[str, str]
+    data_end: dt.datetime | None
+    decisions: int
+    arms: tuple[ArmRow, ...]
+    best_arm_method: str
+    best_arm_draws: int
+    best_arm_seed: int | None
+    best_arm_error: float
+    independence: ChiSquare
+    versus_control: tuple[ControlComparison, ...]
+    sample_ratio: SampleRatio
+    #: Shown decisions left out of the sample-ratio check and the off-policy estimates.
+    rows_without_propensity: int
+    holdout: Holdout
+    cohorts: Cohorts
+    off_policy: ope.OffPolicyReport
+    timeline: tuple[TimelineBucket, ...]
+    timeline_draws: int
+    warnings: tuple[str, ...]
+
+
+def _rate(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def _valid_propensity(p: float | None) -> bool:
+    return p is not None and math.isfinite(p) and 0 < p <= 1
+
+
+def build_report(
+    campaign: Campaign,
+    query: ReportQuery,
+    data: ReportData,
+    *,
+    draws: int = DEFAULT_DRAWS,
+    seed: int = DEFAULT_SEED,
+) -> ArmReport:
+    """Assembles the arm report of `campaign` from `data` (fetched for `query`)."""
+    warnings: list[str] = []
+    configured = [arm.arm_id for arm in campaign.arms]
+    extra = sorted({d.arm_id for d in data.decisions} - set(configured))
+    arm_ids = configured + extra
+    if extra:
+        warnings.append(
+            f"decisions for arms no longer configured: {', '.join(extra)} (reported at the end)"
+        )
+    index = {arm_id: i for i, arm_id in enumerate(arm_ids)}
+    k = len(arm_ids)
+    decisions = list(data.decisions)
+    total = len(decisions)
+    chosen = np.array([index[d.arm_id] for d in decisions], dtype=int)
+
+    def per_arm(flag: str) -> np.ndarray:
+        values = np.array([bool(getattr(d, flag)) for d in decisions], dtype=float)
+        return np.bincount(chosen, weights=values, minlength=k).astype(int)
+
+    n = np.bincount(chosen, minlength=k).astype(int)
+    impressions, taps = per_arm("impression"), per_arm("tap")
+    dismissals, conversions = per_arm("dismiss"), per_arm("conversion")
+    ignores, rewards = per_arm("ignore"), per_arm("rewarded")
+    pending = np.zeros(k, dtype=int)
+    if data.data_end is not None:
+        window = dt.timedelta(seconds=campaign.attribution_window_s)
+        for d in decisions:
+            if d.decided_at + window > data.data_end:
+                pending[index[d.arm_id]] += 1
+    posteriors = [beta_posterior(int(rewards[i]), int(n[i])) for i in range(k)]
+    best = best_arm([(p.alpha, p.beta) for p in posteriors], draws=draws, seed=seed)
+
+    arms = tuple(
+        ArmRow(
+            arm_id=arm_id,
+            configured=arm_id in configured,
+            is_control=arm_id == campaign.control_arm_id,
+            decisions=int(n[i]),
+            share_of_decisions=_rate(int(n[i]), total),
+            impressions=int(impressions[i]),
+            taps=int(taps[i]),
+            dismissals=int(dismissals[i]),
+            conversions=int(conversions[i]),
+            ignores=int(ignores[i]),
+            impression_rate=_rate(int(impressions[i]), int(n[i])),
+            tap_rate=_rate(int(taps[i]), int(n[i])),
+            dismiss_rate=_rate(int(dismissals[i]), int(n[i])),
+            conversion_rate=_rate(int(conversions[i]), int(n[i])),
+            ignore_rate=_rate(int(ignores[i]), int(n[i])),
+            rewards=int(rewards[i]),
+            reward_rate=_rate(int(rewards[i]), int(n[i])),
+            reward_rate_interval=wilson_interval(int(rewards[i]), int(n[i])),
+            posterior=posteriors[i],
+            probability_best=best.probability_best[i],
+            expected_loss=best.expected_loss[i],
+            pending=int(pending[i]),
+        )
+        for i, arm_id in enumerate(arm_ids)
+    )
+    if total == 0:
+        warnings.append("no shown decisions in the range and segment: nothing to compare")
+    if int(pending.sum()):
+        warnings.append(
+            f"{int(pending.sum())} decisions are younger than the attribution window "
+            f"({campaign.attribution_window_s} s) at the data's end: their rewards may still "
+            "arrive, so recent rates are low"
+        )
+
+    independence = reward_independence([int(x) for x in rewards], [int(x) for x in n])
+    if independence.p_value is not None and not independence.reliable:
+        warnings.append(f"chi-square test across arms: {independence.note}")
+
+    versus = _versus_control(campaign.control_arm_id, arm_ids, n, rewards, posteriors)
+    if campaign.control_arm_id and campaign.control_arm_id not in index:
+        warnings.append(f"control arm {campaign.control_arm_id!r} is not among the arms")
+
+    valid = np.array([_valid_propensity(d.propensity) for d in decisions], dtype=bool)
+    without = int((~valid).sum()) if total else 0
+    if without:
+        warnings.append(
+            f"{without} shown decisions have no usable propensity (missing, 0 or above 1): "
+            "left out of the sample-ratio check and the off-policy estimates"
+        )
+    props = np.array(
+        [d.propensity if _valid_propensity(d.propensity) else 1.0 for d in decisions],
+        dtype=float,
+    )
+    if total and _adaptive(chosen[valid], props[valid], k):
+        warnings.append(ADAPTIVE_NOTE)
+    floor = campaign.exploration_floor / len(configured) if not extra else 0.0
+    srm = sample_ratio_check(chosen[valid], props[valid], k, min_propensity=floor)
+    if srm.mismatch:
+        warnings.append(srm.note.split("; ")[0])
+
+    holdout = _holdout(campaign, query, data)
+    cohorts = _cohorts(campaign, query, data)
+
+    policies = [ope.always(i, k, f"always {arm_id}") for i, arm_id in enumerate(arm_ids)]
+    policies.append(ope.uniform(k, f"uniform over {k} arms"))
+    off_policy = ope.evaluate(
+        chosen,
+        [1.0 if d.rewarded else 0.0 for d in decisions],
+        [d.propensity for d in decisions],
+        policies,
+        k,
+    )
+    flagged = [e.policy for e in off_policy.estimates if e.warnings]
+    if flagged:
+        warnings.append(
+            f"off-policy estimates with warnings: {len(flagged)} of {len(policies)} policies "
+            "(see the off-policy section)"
+        )
+
+    timeline, timeline_draws = _timeline(decisions, chosen, k, seed)
+    return ArmReport(
+        app_id=query.app_id,
+        campaign_id=campaign.campaign_id,
+        display_name=campaign.display_name,
+        reward_metric=campaign.reward_metric.value,
+        control_arm_id=campaign.control_arm_id,
+        start=query.start,
+        end=query.end,
+        segment=query.segment,
+        data_end=data.data_end,
+        decisions=total,
+        arms=arms,
+        best_arm_method=best.method,
+        best_arm_draws=best.draws,
+        best_arm_seed=best.seed,
+        best_arm_error=best.monte_carlo_error,
+        independence=independence,
+        versus_control=versus,
+        sample_ratio=srm,
+        rows_without_propensity=without,
+        holdout=holdout,
+        cohorts=cohorts,
+        off_policy=off_policy,
+        timeline=timeline,
+        timeline_draws=timeline_draws,
+        warnings=tuple(warnings),
+    )
+
+
+def _adaptive(chosen: np.ndarray, propensities: np.ndarray, k: int) -> bool:
+    """Whether some arm was chosen with different propensities over the range."""
+    for arm in range(k):
+        mine = propensities[chosen == arm]
+        if mine.size and float(mine.max() - mine.min()) > 1e-9:
+            return True
+    return False
+
+
+def _versus_control(
+    control: str,
+    arm_ids: Sequence[str],
+    n: np.ndarray,
+    rewards: np.ndarray,
+    posteriors: Sequence[BetaPosterior],
+) -> tuple[ControlComparison, ...]:
+    if not control or control not in arm_ids:
+        return ()
+    c = arm_ids.index(control)
+    return tuple(
+        ControlComparison(
+            arm_id=arm_id,
+            control_arm_id=control,
+            difference=difference_of_proportions(
+                int(rewards[i]), int(n[i]), int(rewards[c]), int(n[c])
+            ),
+            probability_better=probability_greater(
+                (posteriors[i].alpha, posteriors[i].beta),
+                (posteriors[c].alpha, posteriors[c].beta),
+            ),
+        )
+        for i, arm_id in enumerate(arm_ids)
+        if i != c
+    )
+
+
+def _retained(user: UserFact, days: int) -> bool:
+    return user.last_at >= user.first_at + days * DAY
+
+
+def _measurable(user: UserFact, days: int, data_end: dt.datetime | None) -> bool:
+    return data_end is not None and user.first_at + days * DAY <= data_end
+
+
+def _comparison(
+    metric: str,
+    days: int,
+    treated: Sequence[UserFact],
+    held: Sequence[UserFact],
+    success: str,
+    data_end: dt.datetime | None,
+) -> GroupComparison:
+    def count(users: Sequence[UserFact]) -> tuple[int, int, int]:
+        if success == "reward":
+            return len(users), sum(1 for u in users if u.reward_events > 0), 0
+        measurable = [u for u in users if _measurable(u, days, data_end)]
+        retained = sum(1 for u in measurable if _retained(u, days))
+        return len(measurable), retained, len(users) - len(measurable)
+
+    t_n, t_x, t_out = count(treated)
+    h_n, h_x, h_out = count(held)
+    return GroupComparison(
+        metric=metric,
+        days=days,
+        treated_users=t_n,
+        treated_successes=t_x,
+        holdout_users=h_n,
+        holdout_successes=h_x,
+        treated_interval=wilson_interval(t_x, t_n),
+        holdout_interval=wilson_interval(h_x, h_n),
+        lift=difference_of_proportions(t_x, t_n, h_x, h_n),
+        unmeasurable_users=t_out + h_out,
+    )
+
+
+def _holdout(campaign: Campaign, query: ReportQuery, data: ReportData) -> Holdout:
+    share = campaign.holdout_share
+    users = list(data.users)
+    held = [u for u in users if in_holdout(query.app_id, campaign.campaign_id, u.user_id, share)]
+    held_ids = {u.user_id for u in held}
+    treated = [u for u in users if u.user_id not in held_ids]
+    metric = campaign.reward_metric.value
+    comparisons = [_comparison(f"users with a {metric}", 0, treated, held, "reward", None)]
+    comparisons += [
+        _comparison(
+            f"retained after {d} day{'' if d == 1 else 's'}",
+            d,
+            treated,
+            held,
+            "retention",
+            data.data_end,
+        )
+        for d in RETENTION_DAYS
+    ]
+    notes = [
+        (
+            "Treated = every user who triggered the campaign and is not held out (intention "
+            "to treat); membership is the stable hash of the current holdout_share."
+        ),
+        HOLDOUT_METRIC_NOTE.format(metric=metric),
+    ]
+    if share <= 0:
+        notes.insert(0, "The campaign has no holdout (holdout_share 0): nothing to compare.")
+    elif not held:
+        notes.insert(0, "No user of the range falls in the holdout yet.")
+    return Holdout(share, len(users), len(treated), len(held), tuple(comparisons), " ".join(notes))
+
+
+def _cohorts(campaign: Campaign, query: ReportQuery, data: ReportData) -> Cohorts:
+    share = campaign.holdout_share
+    users = [
+        u
+        for u in data.users
+        if not in_holdout(query.app_id, campaign.campaign_id, u.user_id, share)
+        and _measurable(u, COHORT_WINDOW_DAYS, data.data_end)
+    ]
+    groups: list[CohortGroup] = []
+    tables: dict[int, list[list[int]]] = {d: [] for d in COHORT_RETENTION_DAYS}
+    labels: list[str] = []
+    for label, low, high in COHORT_GROUPS:
+        members = [
+            u
+            for u in users
+            if u.engaged_first_week >= low and (high is None or u.engaged_first_week <= high)
+        ]
+        retention = []
+        for d in COHORT_RETENTION_DAYS:
+            measurable = [u for u in members if _measurable(u, d, data.data_end)]
+            retained = sum(1 for u in measurable if _retained(u, d))
+            retention.append(
+                CohortRetention(
+                    d,
+                    len(measurable),
+                    retained,
+                    _rate(retained, len(measurable)),
+                    wilson_interval(retained, len(measurable)),
+                )
+            )
+            tables[d].append([retained, len(measurable) - retained])
+        labels.append(label)
+        groups.append(CohortGroup(label, low, high, len(members), tuple(retention)))
+    tests = tuple(
+        CohortTest(
+            d,
+            chi_square_independence(
+                tables[d], [f"group {x}" for x in labels], ("retained", "not retained")
+            ),
+        )
+        for d in COHORT_RETENTION_DAYS
+    )
+    note = (
+        f"treated users whose first {COHORT_WINDOW_DAYS} days are complete, grouped by how many "
+        f"of this campaign's prompts they tapped or converted on in those days. " + CORRELATION_NOTE
+    )
+    return Cohorts(len(users), tuple(groups), tests, note)
+
+
+def _timeline(
+    decisions: Sequence[ShownDecision], chosen: np.ndarray, k: int, seed: int
+) -> tuple[tuple[TimelineBucket, ...], int]:
+    if not decisions:
+        return (), 0
+    days = [d.decided_at.astimezone(dt.UTC).date() for d in decisions]
+    first, last = min(days), max(days)
+    n_days = (last - first).days + 1
+    day_index = np.array([(day - first).days for day in days], dtype=int)
+    flat = day_index * k + chosen
+    per_day = np.bincount(flat, minlength=n_days * k).reshape(n_days, k)
+    rewarded = np.array([1.0 if d.rewarded else 0.0 for d in decisions])
+    rewards_day = (
+        np.bincount(flat, weights=rewarded, minlength=n_days * k).reshape(n_days, k).astype(int)
+    )
+    per_bucket = TIMELINE_SAMPLE_BUDGET // max(k, 1)
+    if n_days * per_bucket * k > TIMELINE_TOTAL_SAMPLES:  # a long range: fewer draws per day
+        per_bucket = TIMELINE_TOTAL_SAMPLES // (n_days * k)
+    draws = int(min(TIMELINE_MAX_DRAWS, max(TIMELINE_MIN_DRAWS, per_bucket)))
+    cumulative_n = np.cumsum(per_day, axis=0)
+    cumulative_r = np.cumsum(rewards_day, axis=0)
+    buckets = []
+    used_draws = 0
+    for i in range(n_days):
+        posteriors = [
+            (1.0 + cumulative_r[i, a], 1.0 + cumulative_n[i, a] - cumulative_r[i, a])
+            for a in range(k)
+        ]
+        best = best_arm(posteriors, draws=draws, seed=seed)
+        used_draws = max(used_draws, best.draws)
+        day_total = int(per_day[i].sum())
+        buckets.append(
+            TimelineBucket(
+                day=first + dt.timedelta(days=i),
+                decisions=tuple(int(x) for x in per_day[i]),
+                rewards=tuple(int(x) for x in rewards_day[i]),
+                share=tuple(_rate(int(x), day_total) for x in per_day[i]),
+                probability_best=best.probability_best,
+            )
+        )
+    return tuple(buckets), used_draws
+
+
+def to_document(value: object) -> Any:
+    """A report (or any part of it) as JSON-serialisable data: dataclasses as objects, times in
+    ISO 8601, non-finite numbers as null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_document(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_document(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_document(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.floating)):
+        return to_document(value.item())
+    return value

@@ -1,0 +1,370 @@
+"""The arm report assembled from synthetic rows with known answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterator
+
+import pytest
+from nudge_server.errors import InvalidArgument
+from nudge_server.model import Arm, Campaign, Prompt, RewardMetric
+from nudge_server.report import (
+    ReportData,
+    ShownDecision,
+    UserFact,
+    build_report,
+    parse_segment,
+    to_document,
+    validate_query,
+)
+from nudge_server.stats import best_arm, difference_of_proportions
+from nudge_server.throttle import in_holdout
+
+START = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+DATA_END = START + 100 * DAY
+HOLDOUT_SHARE = 0.3
+
+
+def campaign(**overrides: object) -> Campaign:
+    fields: dict[str, object] = {
+        "app_id": "shop",
+        "campaign_id": "streak",
+        "arms": (Arm("a", Prompt(title="A")), Arm("b", Prompt(title="B"))),
+        "trigger_events": frozenset({"workout_finished"}),
+        "control_arm_id": "a",
+        "holdout_share": HOLDOUT_SHARE,
+        "reward_metric": RewardMetric.TAP,
+        "attribution_window_s": 86400,
+    }
+    fields.update(overrides)
+    return Campaign(**fields)  # type: ignore[arg-type]
+
+
+def decisions(
+    arm: str,
+    n: int,
+    taps: int,
+    *,
+    dismissals: int = 0,
+    conversions: int = 0,
+    ignores: int = 0,
+    propensity: float | None = 0.5,
+    start: dt.datetime = START,
+) -> list[ShownDecision]:
+    """n shown decisions of an arm, one per 6 hours from `start`; the first `taps` were tapped
+    (and rewarded), then dismissals, conversions and ignores follow in that order."""
+    rows = []
+    for i in range(n):
+        rows.append(
+            ShownDecision(
+                decision_id=f"{arm}-{i}",
+                user_id=f"user-{arm}-{i}",
+                arm_id=arm,
+                propensity=propensity,
+                decided_at=start + i * dt.timedelta(hours=6),
+                impression=True,
+                tap=i < taps,
+                rewarded=i < taps,
+                dismiss=taps <= i < taps + dismissals,
+                conversion=taps + dismissals <= i < taps + dismissals + conversions,
+                ignore=taps + dismissals + conversions
+                <= i
+                < taps + dismissals + conversions + ignores,
+            )
+        )
+    return rows
+
+
+def base_rows() -> list[ShownDecision]:
+    return decisions("a", 100, 10, dismissals=5) + decisions("b", 100, 25, conversions=3, ignores=2)
+
+
+def user_ids(held: bool) -> Iterator[str]:
+    """User ids the stable hash puts in (or out of) the holdout."""
+    i = 0
+    while True:
+        user = f"person-{i}"
+        if in_holdout("shop", "streak", user, HOLDOUT_SHARE) == held:
+            yield user
+        i += 1
+
+
+def known_users() -> list[UserFact]:
+    treated, held = user_ids(False), user_ids(True)
+    t1, t2, t3 = next(treated), next(treated), next(treated)
+    h1, h2, h3 = next(held), next(held), next(held)
+    return [
+        UserFact(t1, START, START + 95 * DAY, reward_events=2, engaged_first_week=3),
+        UserFact(t2, START, START + 3 * DAY, reward_events=0, engaged_first_week=0),
+        UserFact(
+            t3,
+            DATA_END - 5 * DAY,
+            DATA_END - dt.timedelta(hours=1),
+            reward_events=1,
+            engaged_first_week=1,
+        ),
+        UserFact(h1, START, START, reward_events=1),
+        UserFact(h2, START, START + 10 * DAY),
+        UserFact(h3, START + 20 * DAY, START + 50 * DAY),
+    ]
+
+
+def report_of(rows: list[ShownDecision], users: list[UserFact] | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    query = validate_query("shop", "streak")
+    data = ReportData(rows, known_users() if users is None else users, DATA_END)
+    return build_report(campaign(**kw), query, data)
+
+
+# --- arms --------------------------------------------------------------------------------------
+
+
+def test_per_arm_counts_rates_and_posteriors() -> None:
+    report = report_of(base_rows())
+    a, b = report.arms
+    assert report.decisions == 200
+    assert (a.arm_id, a.is_control, b.is_control) == ("a", True, False)
+    assert (a.decisions, a.impressions, a.taps, a.dismissals, a.conversions, a.ignores) == (
+        100,
+        100,
+        10,
+        5,
+        0,
+        0,
+    )
+    assert (b.decisions, b.taps, b.dismissals, b.conversions, b.ignores) == (100, 25, 0, 3, 2)
+    assert a.tap_rate == pytest.approx(0.10) and b.tap_rate == pytest.approx(0.25)
+    assert a.dismiss_rate == pytest.approx(0.05) and b.ignore_rate == pytest.approx(0.02)
+    assert b.conversion_rate == pytest.approx(0.03) and a.share_of_decisions == 0.5
+    assert (a.rewards, b.rewards) == (10, 25)
+    assert (a.posterior.alpha, a.posterior.beta) == (11, 91)
+    assert (b.posterior.alpha, b.posterior.beta) == (26, 76)
+    assert a.pending == 0 and b.pending == 0
+    # Two arms: exact; they match the stats module's two-arm answer.
+    expected = best_arm([(11, 91), (26, 76)])
+    assert report.best_arm_method == "exact"
+    assert (a.probability_best, b.probability_best) == expected.probability_best
+    assert (a.expected_loss, b.expected_loss) == expected.expected_loss
+    assert b.probability_best > 0.99
+
+
+def test_tests_across_arms_and_against_the_control() -> None:
+    report = report_of(base_rows())
+    # Pearson on [[10, 90], [25, 75]]: N (ad - bc)^2 / (r1 r2 c1 c2).
+    x2 = 200 * (10 * 75 - 90 * 25) ** 2 / (100 * 100 * 35 * 165)
+    assert report.independence.statistic == pytest.approx(x2)
+    assert report.independence.p_value == pytest.approx(math.erfc(math.sqrt(x2 / 2)))
+    (versus,) = report.versus_control
+    assert (versus.arm_id, versus.control_arm_id) == ("b", "a")
+    assert versus.difference.difference == pytest.approx(0.15)
+    assert versus.difference == difference_of_proportions(25, 100, 10, 100)
+    assert versus.difference.interval is not None and versus.difference.interval.low > 0
+    assert versus.probability_better == pytest.approx(report.arms[1].probability_best)
+
+
+def test_no_control_arm_means_no_comparison() -> None:
+    assert report_of(base_rows(), control_arm_id="").versus_control == ()
+
+
+def test_a_balanced_allocation_passes_the_sample_ratio_check() -> None:
+    report = report_of(base_rows())
+    assert not report.sample_ratio.mismatch and report.sample_ratio.reliable
+    assert report.sample_ratio.observed == (100, 100)
+    assert report.sample_ratio.statistic == pytest.approx(0.0)
+    assert not any("MISMATCH" in w for w in report.warnings)
+
+
+def test_an_unbalanced_allocation_is_a_sample_ratio_mismatch() -> None:
+    rows = decisions("a", 150, 15) + decisions("b", 50, 12)
+    report = report_of(rows)
+    # Logged 50/50 but 150/50: Pearson's X^2 = 2 x 50^2 / 100 = 50.
+    assert report.sample_ratio.statistic == pytest.approx(50.0)
+    assert report.sample_ratio.mismatch
+    assert any("SAMPLE RATIO MISMATCH" in w for w in report.warnings)
+
+
+def test_an_adaptive_allocation_is_said_to_be() -> None:
+    assert not any("allocation was adaptive" in w for w in report_of(base_rows()).warnings)
+    rows = base_rows() + decisions("b", 10, 3, propensity=0.8, start=START + 40 * DAY)
+    assert any("allocation was adaptive" in w for w in report_of(rows).warnings)
+
+
+def test_off_policy_estimates_of_each_arm_and_uniform() -> None:
+    report = report_of(base_rows())
+    by_name = {e.policy: e for e in report.off_policy.estimates}
+    assert set(by_name) == {"always a", "always b", "uniform over 2 arms"}
+    # Always b: weights 1/0.5 = 2 on b's rows; IPS = 2 x 25 / 200, SNIPS = 25 / 100.
+    always_b = by_name["always b"]
+    assert always_b.ips is not None and always_b.ips.value == pytest.approx(0.25)
+    assert always_b.snips is not None and always_b.snips.value == pytest.approx(0.25)
+    uniform = by_name["uniform over 2 arms"]
+    assert uniform.ips is not None and uniform.ips.value == pytest.approx(35 / 200)
+    assert report.off_policy.logged_value == pytest.approx(35 / 200)
+
+
+def test_rows_without_a_propensity_are_left_out_and_said_so() -> None:
+    rows = base_rows() + decisions("a", 3, 0, propensity=None, start=START + 40 * DAY)
+    report = report_of(rows)
+    assert report.arms[0].decisions == 103
+    assert report.rows_without_propensity == 3
+    assert report.sample_ratio.decisions == 200
+    assert report.off_policy.rows_excluded == 3
+    assert any("no usable propensity" in w for w in report.warnings)
+
+
+def test_arms_no_longer_configured_are_reported_last() -> None:
+    rows = base_rows() + decisions("retired", 4, 1)
+    report = report_of(rows)
+    assert [a.arm_id for a in report.arms] == ["a", "b", "retired"]
+    assert not report.arms[2].configured and report.arms[2].decisions == 4
+    assert any("no longer configured" in w for w in report.warnings)
+
+
+def test_recent_decisions_are_pending() -> None:
+    rows = base_rows() + decisions("b", 4, 0, start=DATA_END - dt.timedelta(hours=30))
+    report = report_of(rows)
+    # Decisions at end-30h, -24h, -18h, -12h: the last two are inside the 24 h window.
+    assert report.arms[1].pending == 2
+    assert any("younger than the attribution window" in w for w in report.warnings)
+
+
+def test_an_empty_report_is_honest() -> None:
+    report = report_of([], users=[])
+    assert report.decisions == 0 and all(a.decisions == 0 for a in report.arms)
+    assert report.independence.p_value is None
+    assert report.arms[0].probability_best == pytest.approx(0.5)
+    assert any("no shown decisions" in w for w in report.warnings)
+    assert report.timeline == ()
+
+
+# --- holdout and cohorts -----------------------------------------------------------------------
+
+
+def test_holdout_compares_reward_users_and_retention_with_measurable_users() -> None:
+    holdout = report_of(base_rows()).holdout
+    assert (holdout.users, holdout.treated_users, holdout.holdout_users) == (6, 3, 3)
+    by_metric = {c.metric: c for c in holdout.comparisons}
+    rewarded = by_metric["users with a tap"]
+    assert (rewarded.treated_successes, rewarded.treated_users) == (2, 3)
+    assert (rewarded.holdout_successes, rewarded.holdout_users) == (1, 3)
+    assert rewarded.lift.difference == pytest.approx(1 / 3)
+    expected = {  # days: (treated retained, measurable, holdout retained, measurable)
+        1: (3, 3, 2, 3),
+        7: (1, 2, 2, 3),
+        30: (1, 2, 1, 3),
+        90: (1, 2, 0, 2),
+    }
+    for days, (tx, tn, hx, hn) in expected.items():
+        c = by_metric[f"retained after {days} day{'' if days == 1 else 's'}"]
+        assert (c.treated_successes, c.treated_users, c.holdout_successes, c.holdout_users) == (
+            tx,
+            tn,
+            hx,
+            hn,
+        ), days
+        assert c.unmeasurable_users == 6 - tn - hn
+        assert c.lift == difference_of_proportions(tx, tn, hx, hn)
+    assert not rewarded.lift.reliable  # three users a side: the z test cannot be trusted
+
+
+def test_a_campaign_without_holdout_says_so() -> None:
+    report = report_of(base_rows(), holdout_share=0.0)
+    assert report.holdout.holdout_users == 0 and report.holdout.treated_users == 6
+    assert "no holdout" in report.holdout.note
+
+
+def test_cohorts_group_by_first_week_engagement_and_say_it_is_correlation() -> None:
+    cohorts = report_of(base_rows()).cohorts
+    # Treated users with a complete first week: t1 (3 engaged) and t2 (0); t3 is too recent.
+    assert cohorts.users == 2
+    groups = {g.label: g for g in cohorts.groups}
+    assert [g.label for g in cohorts.groups] == ["0", "1", "2", "3+"]
+    assert (groups["0"].users, groups["1"].users, groups["3+"].users) == (1, 0, 1)
+    seven = {g.label: g.retention[0] for g in cohorts.groups}
+    assert (seven["0"].retained, seven["0"].measurable) == (0, 1)
+    assert (seven["3+"].retained, seven["3+"].measurable) == (1, 1)
+    assert seven["1"].rate is None
+    assert [t.days for t in cohorts.tests] == [7, 30, 90]
+    assert not cohorts.tests[0].test.reliable
+    assert "correlation, not causation" in cohorts.note and "holdout" in cohorts.note
+
+
+# --- the timeline ------------------------------------------------------------------------------
+
+
+def test_timeline_has_daily_shares_and_cumulative_probability_best() -> None:
+    report = report_of(base_rows())
+    timeline = report.timeline
+    # 100 decisions per arm, 4 a day, from June 1st 08:00 UTC: 26 UTC days.
+    assert len(timeline) == 26 and timeline[0].day == dt.date(2026, 6, 1)
+    assert timeline[0].decisions == (3, 3) and timeline[0].share == (0.5, 0.5)
+    assert sum(sum(b.decisions) for b in timeline) == 200
+    assert sum(b.rewards[1] for b in timeline) == 25
+    # The last bucket's cumulative counts are the whole data: the same probability best.
+    assert timeline[-1].probability_best == pytest.approx(
+        tuple(a.probability_best for a in report.arms)
+    )
+    first = best_arm([(1 + 3, 1 + 0), (1 + 3, 1 + 0)])  # day 1: 3 of 3 tapped on both arms
+    assert timeline[0].probability_best == pytest.approx(first.probability_best)
+
+
+def test_many_arms_use_a_seeded_monte_carlo() -> None:
+    arms = tuple(Arm(f"arm-{i}", Prompt()) for i in range(5))
+    rows = [r for i in range(5) for r in decisions(f"arm-{i}", 40, 2 * i, propensity=0.2)]
+    report = report_of(rows, arms=arms, control_arm_id="arm-0")
+    assert report.best_arm_method == "monte_carlo" and report.best_arm_seed is not None
+    assert sum(a.probability_best for a in report.arms) == pytest.approx(1.0)
+    assert report.arms[4].probability_best == max(a.probability_best for a in report.arms)
+    assert len(report.versus_control) == 4
+    again = report_of(rows, arms=arms, control_arm_id="arm-0")
+    assert again.arms == report.arms
+
+
+def test_the_report_is_json_serialisable() -> None:
+    doc = to_document(report_of(base_rows()))
+    text = json.dumps(doc, allow_nan=False)
+    back = json.loads(text)
+    assert back["arms"][1]["taps"] == 25
+    assert back["timeline"][0]["day"] == "2026-06-01"
+    assert back["sample_ratio"]["expected"] == [100.0, 100.0]
+
+
+# --- the query ---------------------------------------------------------------------------------
+
+
+def test_query_validation_names_the_field() -> None:
+    with pytest.raises(InvalidArgument) as bad_key:
+        validate_query("shop", "streak", segment={"country": "DE"})
+    assert bad_key.value.field == "segment.country"
+    assert "platform, locale, surface, time_zone, requested_channel" in bad_key.value.message
+    with pytest.raises(InvalidArgument) as bad_platform:
+        validate_query("shop", "streak", segment={"platform": "symbian"})
+    assert bad_platform.value.field == "segment.platform"
+    with pytest.raises(InvalidArgument) as bad_range:
+        validate_query("shop", "streak", START, START)
+    assert bad_range.value.field == "end_time"
+    with pytest.raises(InvalidArgument) as naive:
+        validate_query("shop", "streak", dt.datetime(2026, 6, 1))
+    assert naive.value.field == "start_time"
+    with pytest.raises(InvalidArgument) as no_app:
+        validate_query("", "streak")
+    assert no_app.value.field == "app_id"
+    query = validate_query(
+        "shop", "streak", START, START + DAY, {"platform": "ios", "requested_channel": "push"}
+    )
+    assert dict(query.segment) == {"platform": "ios", "requested_channel": "push"}
+
+
+def test_segment_pairs_are_parsed() -> None:
+    assert parse_segment(["platform=ios", "locale=de-DE", "surface="]) == {
+        "platform": "ios",
+        "locale": "de-DE",
+        "surface": "",
+    }
+    with pytest.raises(InvalidArgument):
+        parse_segment(["platform"])
+    with pytest.raises(InvalidArgument) as twice:
+        parse_segment(["locale=a", "locale=b"])
+    assert twice.value.field == "segment.locale"
