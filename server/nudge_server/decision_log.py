@@ -143,9 +143,16 @@ def _temp_table(temp: str, table: str, columns: Sequence[str]) -> str:
 _CREATE_TEMP_DECISIONS = _temp_table(_TEMP_DECISIONS, "decisions", DECISION_COLUMNS)
 _CREATE_TEMP_OUTCOMES = _temp_table(_TEMP_OUTCOMES, "outcomes", OUTCOME_COLUMNS)
 _CREATE_TEMP_PUSH_JOBS = _temp_table(_TEMP_PUSH_JOBS, "push_jobs", PUSH_JOB_COLUMNS)
+# A decision first logged as "unavailable" (the Redis call timed out) whose script did run is
+# corrected when a retry with its client_request_id returns the stored grant; any other repeat
+# of a decision id changes nothing.
 _INSERT_DECISIONS = (
     f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
-    f"SELECT {', '.join(DECISION_COLUMNS)} FROM {_TEMP_DECISIONS} ON CONFLICT DO NOTHING"
+    f"SELECT DISTINCT ON (decision_id) {', '.join(DECISION_COLUMNS)} FROM {_TEMP_DECISIONS} "
+    "ORDER BY decision_id, (reason = 'unavailable') "
+    "ON CONFLICT (decision_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in DECISION_COLUMNS if c != "decision_id")
+    + " WHERE decisions.reason = 'unavailable' AND EXCLUDED.reason <> 'unavailable'"
 )
 _INSERT_OUTCOMES = (
     f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) "

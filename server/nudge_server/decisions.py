@@ -27,6 +27,7 @@ from .throttle import (
     Verdict,
     build_call,
     deliver_time,
+    request_fingerprint,
     push_back_from_quiet_hours,
     screen,
 )
@@ -118,12 +119,15 @@ class DecisionEngine:
                     eligible.campaign, arm, propensity, deliver_time(now, arm, eligible.not_before)
                 )
             )
-        decision_id = new_decision_id(request.app_id, request.user_id)
+        decision_id = new_decision_id(request.app_id, request.user_id, received_at)
         call = build_call(
             app_id=request.app_id,
             user_id=request.user_id,
             decision_id=decision_id,
             client_request_id=request.client_request_id,
+            fingerprint=request_fingerprint(
+                request.event_name, request.channel, request.time_zone
+            ),
             now=now,
             tz=request.tz,
             policy=app.policy,
@@ -137,7 +141,9 @@ class DecisionEngine:
             log.warning("decide_degraded", extra={"error": str(exc), "app_id": request.app_id})
             verdict = Verdict(decision_id, Reason.UNAVAILABLE, "", "", 0.0, None, None, False)
         decision = self._decision(verdict, app, candidates, request)
-        if not verdict.replayed:
+        if not verdict.replayed or verdict.show:
+            # A replayed grant is logged again: it corrects a first answer of "unavailable"
+            # whose script did run (the log ignores it otherwise).
             self._log_decision(decision, request, now, received_at, candidates)
         return decision
 
@@ -168,7 +174,7 @@ class DecisionEngine:
             campaign_id=verdict.campaign_id,
             arm_id=verdict.arm_id if verdict.show else "",
             prompt=prompt,
-            channel=request.channel,
+            channel=verdict.channel or request.channel,
             next_eligible_at=next_eligible,
             propensity=verdict.propensity if verdict.show else 0.0,
             deliver_at=verdict.deliver_at,

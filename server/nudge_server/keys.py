@@ -32,13 +32,19 @@ def user_tag(app_id: str, user_id: str) -> str:
 
 
 def user_state(tag: str) -> str:
-    """Hash: last, neg, lneg, resp, c:<campaign>:n, c:<campaign>:t. TTL USER_STATE_TTL_S."""
+    """Hash: neg, lneg, resp, c:<campaign>:n, c:<campaign>:t. TTL USER_STATE_TTL_S."""
     return f"{PREFIX}:u:{tag}:state"
 
 
-def user_day(tag: str, day_id: str) -> str:
-    """Hash of one local day: n, ch:<channel>, c:<campaign>. TTL to the day's end + margin."""
-    return f"{PREFIX}:u:{tag}:day:{day_id}"
+def user_day(tag: str) -> str:
+    """Hash of the user's counted local day (and the next, for deferred pushes): start, end, n,
+    ch:<channel>, c:<campaign>, and the same prefixed "x". TTL to the last day's end + margin."""
+    return f"{PREFIX}:u:{tag}:day"
+
+
+def user_grants(tag: str) -> str:
+    """List of the effective times (ms) of the user's latest grants. TTL USER_STATE_TTL_S."""
+    return f"{PREFIX}:u:{tag}:grants"
 
 
 def user_request(tag: str, client_request_id: str) -> str:

@@ -50,6 +50,10 @@ class LocalDay:
     day_id: str  # ISO date, e.g. "2026-03-08"
     ends_at: dt.datetime  # UTC
 
+    @property
+    def date(self) -> dt.date:
+        return dt.date.fromisoformat(self.day_id)
+
 
 def local_day(now: dt.datetime, tz: ZoneInfo) -> LocalDay:
     """The local day `now` falls in, and when it ends."""

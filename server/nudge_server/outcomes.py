@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from .decision_log import LogWriter, OutcomeRow
 from .decisions import Clock
-from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .ids import Owner, owner_of
+from .errors import FailedPrecondition, InvalidArgument, NotFound, StoreUnavailable
+from .ids import Owner, issued_at, owner_of
 from .local_time import to_ms, utc_now
 from .model import App, OutcomeType, Reason
 from .outcome_store import OutcomeStore
@@ -20,6 +20,10 @@ from .settings import DecisionSettings
 from .throttle_store import ThrottleStore
 
 log = logging.getLogger(__name__)
+
+#: How long a decision may take to reach the log (batching, a short database hiccup): an unknown
+#: decision younger than this answers UNAVAILABLE (retry) rather than NOT_FOUND.
+LOG_LAG = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,11 @@ class OutcomeRecorder:
         """An outcome for a decision Redis has no record of: a "no", an expired record, or an
         unknown id. Only the log can tell; nothing is learned."""
         logged = await self._decisions.find_decision(outcome.app_id, outcome.decision_id)
+        if logged is None and received_at - issued_at(outcome.decision_id) < LOG_LAG:
+            # Made moments ago and still in some server's log buffer: worth a retry.
+            raise StoreUnavailable(
+                f"decision_id: decision {outcome.decision_id} is not in the log yet; retry shortly"
+            )
         if logged is None or logged.user_id != outcome.user_id:
             raise NotFound(f"decision_id: no decision {outcome.decision_id} for this user")
         if at < logged.decided_at:

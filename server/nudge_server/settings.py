@@ -58,7 +58,7 @@ class RedisSettings:
 
     url: str = "redis://127.0.0.1:6379/0"
     #: Deadline of the one Redis call of a decision; past it the answer is "unavailable".
-    decision_timeout_s: float = 0.05
+    decision_timeout_s: float = 0.25
     #: Timeout of other Redis calls (outcomes, statistics refresh).
     command_timeout_s: float = 1.0
     max_connections: int = 64

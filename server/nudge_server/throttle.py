@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from . import keys
-from .local_time import from_ms, local_day, quiet_hours, to_ms
+from .local_time import first_instant_of, from_ms, local_day, quiet_hours, to_ms
 from .model import Arm, Campaign, Channel, QuietHoursPolicy, Reason, ThrottlePolicy
 
 _HOLDOUT_SCALE = float(2**64)
@@ -108,8 +108,14 @@ def deliver_time(now: dt.datetime, arm: Arm, not_before: dt.datetime | None) -> 
 class ThrottleCall:
     """The keys and arguments of one call of decide.lua."""
 
-    keys: tuple[str, str, str, str]
+    keys: tuple[str, str, str, str, str]
     args: tuple[str | int, ...]
+
+
+def request_fingerprint(event_name: str, channel: Channel, time_zone: str) -> str:
+    """What a retry with the same client_request_id must repeat to get the stored decision."""
+    text = f"{event_name}\x00{channel.value}\x00{time_zone}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build_call(
@@ -118,6 +124,7 @@ def build_call(
     user_id: str,
     decision_id: str,
     client_request_id: str,
+    fingerprint: str,
     now: dt.datetime,
     tz: ZoneInfo,
     policy: ThrottlePolicy,
@@ -127,10 +134,7 @@ def build_call(
 ) -> ThrottleCall:
     """The arguments of decide.lua for this decision."""
     tag = keys.user_tag(app_id, user_id)
-    day = local_day(now, tz)
-    now_ms = to_ms(now)
-    day_end_ms = to_ms(day.ends_at)
-    day_ttl = max(0, (day_end_ms - now_ms) // 1000) + keys.DAY_TTL_MARGIN_S
+    today = local_day(now, tz)
     longest_window = max((c.campaign.attribution_window_s for c in candidates), default=0)
     policy_doc = {
         "cap": policy.daily_cap,
@@ -142,23 +146,31 @@ def build_call(
         "ch": channel.value,
         "chcap": policy.channel_daily_caps.get(channel, 0),
     }
-    candidate_docs = [
-        {
-            "c": c.campaign.campaign_id,
-            "a": c.arm.arm_id,
-            "pd": c.campaign.cap_per_day,
-            "lt": c.campaign.cap_lifetime,
-            "mi": c.campaign.cap_min_interval_s * 1000,
-            "p": c.propensity,
-            "da": to_ms(c.deliver_at) if c.deliver_at else 0,
-            "aw": c.campaign.attribution_window_s * 1000,
-            "m": c.campaign.reward_metric.value,
-        }
-        for c in candidates
-    ]
+    candidate_docs = []
+    for c in candidates:
+        day_start = day_end = 0
+        if c.deliver_at is not None and c.deliver_at >= today.ends_at:
+            later = local_day(c.deliver_at, tz)
+            day_start, day_end = to_ms(first_instant_of(later.date, tz)), to_ms(later.ends_at)
+        candidate_docs.append(
+            {
+                "c": c.campaign.campaign_id,
+                "a": c.arm.arm_id,
+                "pd": c.campaign.cap_per_day,
+                "lt": c.campaign.cap_lifetime,
+                "mi": c.campaign.cap_min_interval_s * 1000,
+                "p": c.propensity,
+                "da": to_ms(c.deliver_at) if c.deliver_at else 0,
+                "aw": c.campaign.attribution_window_s * 1000,
+                "m": c.campaign.reward_metric.value,
+                "ds": day_start,
+                "de": day_end,
+            }
+        )
     meta = {
         "id": decision_id,
         "req": 1 if client_request_id else 0,
+        "fp": fingerprint,
         "pre": screening.reason.value if screening.reason else "",
         "prec": screening.reason_campaign,
         "pren": to_ms(screening.reason_next) if screening.reason_next else 0,
@@ -169,14 +181,16 @@ def build_call(
     return ThrottleCall(
         keys=(
             keys.user_state(tag),
-            keys.user_day(tag, day.day_id),
+            keys.user_day(tag),
             request_key,
             keys.user_decision(tag, decision_id),
+            keys.user_grants(tag),
         ),
         args=(
-            now_ms,
-            day_end_ms,
-            day_ttl,
+            to_ms(now),
+            to_ms(first_instant_of(today.date, tz)),
+            to_ms(today.ends_at),
+            keys.DAY_TTL_MARGIN_S,
             keys.USER_STATE_TTL_S,
             longest_window + keys.DECISION_TTL_MARGIN_S,
             keys.REQUEST_TTL_S,
@@ -185,6 +199,10 @@ def build_call(
             json.dumps(meta, separators=(",", ":")),
         ),
     )
+
+
+#: decide.lua's status codes.
+DECIDED, REPLAYED, CONFLICT = 0, 1, 3
 
 
 @dataclass(frozen=True)
@@ -199,14 +217,15 @@ class Verdict:
     next_eligible_at: dt.datetime | None
     deliver_at: dt.datetime | None
     replayed: bool
+    channel: Channel | None = None  # of the stored decision, for a replay
 
     @property
     def show(self) -> bool:
         return self.reason is Reason.OK
 
 
-def parse_verdict(replayed: int, encoded: bytes | str) -> Verdict:
-    """Decodes decide.lua's reply."""
+def parse_verdict(status: int, encoded: bytes | str) -> Verdict:
+    """Decodes decide.lua's reply (not for CONFLICT, which the caller turns into an error)."""
     doc = json.loads(encoded)
     next_ms = int(doc.get("n") or 0)
     deliver_ms = int(doc.get("da") or 0)
@@ -218,7 +237,8 @@ def parse_verdict(replayed: int, encoded: bytes | str) -> Verdict:
         propensity=float(doc.get("p") or 0.0),
         next_eligible_at=from_ms(next_ms) if next_ms > 0 else None,
         deliver_at=from_ms(deliver_ms) if deliver_ms > 0 else None,
-        replayed=bool(replayed),
+        replayed=status == REPLAYED,
+        channel=Channel(doc["ch"]) if doc.get("ch") else None,
     )
 
 

@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import keys
-from .errors import StoreUnavailable
+from .errors import FailedPrecondition, StoreUnavailable
 from .local_time import from_ms, to_ms, utc_now
 from .settings import RedisSettings
-from .throttle import ThrottleCall, Verdict, parse_verdict
+from .throttle import CONFLICT, ThrottleCall, Verdict, parse_verdict
 
 _HERE = Path(__file__).resolve().parent
 #: Weight of the newest response in a user's responsiveness average.
@@ -62,10 +62,15 @@ class ThrottleStore:
         """Checks and records one decision atomically, within the decision deadline."""
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                replayed, encoded = await self._decide(keys=list(call.keys), args=list(call.args))
+                status, encoded = await self._decide(keys=list(call.keys), args=list(call.args))
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
-        return parse_verdict(int(replayed), encoded)
+        if int(status) == CONFLICT:
+            raise FailedPrecondition(
+                "client_request_id: already used for a different request (another event, "
+                "channel or time zone) within the last 24 hours"
+            )
+        return parse_verdict(int(status), encoded)
 
     async def record_outcome(
         self, app_id: str, user_id: str, decision_id: str, kind: str, at_ms: int

@@ -14,7 +14,7 @@ from nudge_server.arm_stats import PolicyCache
 from nudge_server.config_store import ConfigSnapshot
 from nudge_server.decision_log import LogWriter
 from nudge_server.decisions import Decision, DecisionEngine
-from nudge_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from nudge_server.errors import FailedPrecondition, InvalidArgument, NotFound, StoreUnavailable
 from nudge_server.ids import new_decision_id
 from nudge_server.model import (
     App,
@@ -191,8 +191,12 @@ async def test_a_tap_on_a_no_is_refused_and_unknown_decisions_are_not_found(
     await service.log.flush()
     with pytest.raises(FailedPrecondition, match="showed nothing"):
         await service.report("busy", no.decision_id, OutcomeType.TAP)
+    old_unknown = new_decision_id("app", "busy", START - dt.timedelta(minutes=5))
     with pytest.raises(NotFound):
-        await service.report("busy", new_decision_id("app", "busy"), OutcomeType.TAP)
+        await service.report("busy", old_unknown, OutcomeType.TAP)
+    # An unknown id issued a moment ago may still be in a log buffer: retry, not "not found".
+    with pytest.raises(StoreUnavailable, match="retry"):
+        await service.report("busy", new_decision_id("app", "busy", START), OutcomeType.TAP)
     with pytest.raises(InvalidArgument, match="another user"):
         await service.report("someone-else", no.decision_id, OutcomeType.TAP)
 

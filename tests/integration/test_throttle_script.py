@@ -8,11 +8,12 @@ import uuid
 from collections import Counter
 from zoneinfo import ZoneInfo
 
+import pytest
 import redis.asyncio as aioredis
 from nudge_server.local_time import to_ms
 from nudge_server.model import Arm, Campaign, Channel, Prompt, Reason, ThrottlePolicy
 from nudge_server.settings import RedisSettings
-from nudge_server.throttle import Candidate, Verdict, build_call, screen
+from nudge_server.throttle import Candidate, Verdict, build_call, request_fingerprint, screen
 from nudge_server.throttle_store import ThrottleStore
 
 UTC = dt.UTC
@@ -57,6 +58,7 @@ async def decide(
         user_id=user,
         decision_id=str(uuid.uuid4()),
         client_request_id=request_id,
+        fingerprint=request_fingerprint("opened", channel, tz.key),
         now=now,
         tz=tz,
         policy=policy,
@@ -319,3 +321,91 @@ async def test_an_ignore_is_negative_unless_the_user_responded(
         "app", "u2", tapped.decision_id, "ignore", to_ms(MORNING) + 3600_000
     )
     assert late_ignore.status == "responded"
+
+
+async def test_switching_time_zones_never_opens_a_fresh_day_early(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = store_for(redis_client)
+    policy = ThrottlePolicy(min_interval_s=0, quiet_start=dt.time(0), quiet_end=dt.time(0))
+    # 11:00 UTC: 01:00 the next day in Kiritimati (UTC+14), 11:00 today in UTC.
+    now = dt.datetime(2026, 6, 1, 11, 0, tzinfo=UTC)
+    granted = 0
+    for zone_name in ["Pacific/Kiritimati"] * 6 + ["UTC"] * 6 + ["Etc/GMT+12"] * 6:
+        verdict = await decide(store, now, policy=policy, tz=ZoneInfo(zone_name))
+        granted += verdict.show
+        now += dt.timedelta(seconds=1)
+    assert granted == 3
+    # The day pinned by the first call is Kiritimati's: it ends at its midnight, 10:00 UTC.
+    nxt = await decide(store, now, policy=policy, tz=ZoneInfo("UTC"))
+    assert nxt.reason is Reason.DAILY_CAP
+    assert nxt.next_eligible_at == dt.datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
+
+
+async def test_never_more_than_two_days_of_prompts_in_24_hours(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = store_for(redis_client)
+    policy = ThrottlePolicy(
+        min_interval_s=0, daily_cap=2, quiet_start=dt.time(0), quiet_end=dt.time(0)
+    )
+
+    async def at(hour: int, zone_name: str) -> Verdict:
+        when = dt.datetime(2026, 6, 1, hour, 0, tzinfo=UTC)
+        return await decide(store, when, policy=policy, tz=ZoneInfo(zone_name))
+
+    # Each zone's day ends an hour later: UTC+13 at 11:00, UTC+12 at 12:00, UTC+11 at 13:00.
+    assert [(await at(10, "Etc/GMT-13")).show for _ in range(3)] == [True, True, False]
+    assert [(await at(11, "Etc/GMT-12")).show for _ in range(3)] == [True, True, False]
+    blocked = await at(12, "Etc/GMT-11")
+    assert blocked.reason is Reason.DAILY_CAP
+    assert blocked.next_eligible_at == dt.datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
+
+
+async def test_deferred_pushes_count_against_the_day_and_interval_they_are_delivered_in(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = store_for(redis_client)
+    push = (campaign(channel=Channel.PUSH),)
+    utc = ZoneInfo("UTC")
+    night = [dt.datetime(2026, 12, 10, 22, m, tzinfo=UTC) for m in (10, 15, 20)] + [
+        dt.datetime(2026, 12, 11, 0, 0, tzinfo=UTC),
+        dt.datetime(2026, 12, 11, 2, 30, tzinfo=UTC),
+    ]
+    morning = dt.datetime(2026, 12, 11, 8, 0, tzinfo=UTC)
+    # With the one-hour interval, only one push may land at 08:00.
+    spaced = [await decide(store, t, campaigns=push, tz=utc, channel=Channel.PUSH) for t in night]
+    assert [v.show for v in spaced] == [True, False, False, False, False]
+    assert spaced[0].deliver_at == morning and spaced[1].reason is Reason.COOLDOWN
+    # Without an interval, the delivery day's cap (3) holds, and counts the morning's prompts.
+    loose = ThrottlePolicy(min_interval_s=0)
+    pushes = [
+        await decide(
+            store, t, campaigns=push, tz=utc, channel=Channel.PUSH, policy=loose, user="u2"
+        )
+        for t in night
+    ]
+    assert sum(v.show for v in pushes) == 3
+    assert all(v.deliver_at == morning for v in pushes if v.show)
+    in_app = await decide(store, morning + dt.timedelta(hours=1), tz=utc, policy=loose, user="u2")
+    assert in_app.reason is Reason.DAILY_CAP
+
+
+async def test_a_request_id_reused_for_another_request_is_refused(
+    redis_client: aioredis.Redis,
+) -> None:
+    from nudge_server.errors import FailedPrecondition
+
+    store = store_for(redis_client)
+    first = await decide(store, MORNING, request_id="same")
+    assert first.show and first.channel is Channel.IN_APP
+    with pytest.raises(FailedPrecondition, match="client_request_id"):
+        await decide(
+            store,
+            MORNING,
+            request_id="same",
+            channel=Channel.PUSH,
+            campaigns=(campaign(channel=Channel.PUSH),),
+        )
+    again = await decide(store, MORNING, request_id="same")
+    assert again.replayed and again.decision_id == first.decision_id

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from nudge_server.errors import InvalidArgument
-from nudge_server.ids import Owner, new_decision_id, owner_of
+from nudge_server.ids import Owner, issued_at, new_decision_id, owner_of
 from nudge_server.model import Channel, OutcomeType, Platform
 from nudge_server.requests import decide_input, outcome_input
 
@@ -71,7 +71,7 @@ def test_each_bad_field_is_named(change: dict[str, object], field: str) -> None:
 
 
 def test_outcome_validation() -> None:
-    decision_id = new_decision_id("shop", "user-1")
+    decision_id = new_decision_id("shop", "user-1", NOW)
     ok = outcome_input(
         app="shop",
         user="user-1",
@@ -116,9 +116,10 @@ def test_outcome_validation() -> None:
 
 
 def test_decision_ids_know_their_app_and_user() -> None:
-    decision_id = new_decision_id("shop", "user-1")
+    decision_id = new_decision_id("shop", "user-1", NOW)
     assert uuid.UUID(decision_id).version == 8
     assert owner_of(decision_id, "shop", "user-1") is Owner.MAYBE_THIS_USER
     assert owner_of(decision_id, "shop", "user-2") is Owner.OTHER_USER
     assert owner_of(decision_id, "other", "user-1") is Owner.OTHER_APP
-    assert len({new_decision_id("shop", "user-1") for _ in range(1000)}) == 1000
+    assert len({new_decision_id("shop", "user-1", NOW) for _ in range(1000)}) == 1000
+    assert issued_at(decision_id) == NOW

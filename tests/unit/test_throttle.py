@@ -4,6 +4,7 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
+from nudge_server.local_time import to_ms
 from nudge_server.model import (
     Arm,
     Campaign,
@@ -19,6 +20,7 @@ from nudge_server.throttle import (
     deliver_time,
     in_holdout,
     push_back_from_quiet_hours,
+    request_fingerprint,
     screen,
 )
 
@@ -93,34 +95,51 @@ def test_next_eligible_in_quiet_hours_moves_to_their_end() -> None:
 def test_build_call_keys_share_one_hash_tag_and_carry_the_candidates() -> None:
     c = campaign("c", cap_per_day=2, cap_lifetime=5, cap_min_interval_s=60)
     screening = run((c,), DAY)
+    deferred = DAY + dt.timedelta(hours=20)  # 08:00 JST the next day
     call = build_call(
         app_id="app",
         user_id="u{weird}",
         decision_id="d",
         client_request_id="r",
+        fingerprint="f",
         now=DAY,
         tz=TOKYO,
         policy=ThrottlePolicy(),
         channel=Channel.IN_APP,
-        candidates=[Candidate(c, c.arms[0], 0.25, None)],
+        candidates=[Candidate(c, c.arms[0], 0.25, None), Candidate(c, c.arms[0], 0.5, deferred)],
         screening=screening,
     )
     tags = {key[key.index("{") : key.index("}") + 1] for key in call.keys}
     assert len(tags) == 1 and "weird" not in next(iter(tags))
-    assert call.keys[1].endswith(":day:2026-06-01")
-    candidates = json.loads(call.args[7])
-    assert candidates == [
-        {
-            "c": "c",
-            "a": "a",
-            "pd": 2,
-            "lt": 5,
-            "mi": 60_000,
-            "p": 0.25,
-            "da": 0,
-            "aw": 7 * 86400 * 1000,
-            "m": "tap",
-        }
-    ]
-    # The day hash lives until the local day ends (15:00 UTC) plus a day.
-    assert call.args[2] == 12 * 3600 + 86400
+    # The local day of the request: 2026-06-01 in Tokyo is [15:00 UTC the day before, 15:00).
+    day_start = dt.datetime(2026, 5, 31, 15, 0, tzinfo=UTC)
+    assert call.args[1:3] == (to_ms(day_start), to_ms(day_start + dt.timedelta(days=1)))
+    first, second = json.loads(call.args[8])
+    assert first == {
+        "c": "c",
+        "a": "a",
+        "pd": 2,
+        "lt": 5,
+        "mi": 60_000,
+        "p": 0.25,
+        "da": 0,
+        "aw": 7 * 86400 * 1000,
+        "m": "tap",
+        "ds": 0,
+        "de": 0,
+    }
+    # A push deferred into the next local day carries that day's bounds.
+    assert (second["da"], second["ds"], second["de"]) == (
+        to_ms(deferred),
+        to_ms(day_start + dt.timedelta(days=1)),
+        to_ms(day_start + dt.timedelta(days=2)),
+    )
+    assert json.loads(call.args[9])["fp"] == "f"
+
+
+def test_the_request_fingerprint_changes_with_the_event_channel_and_zone() -> None:
+    base = request_fingerprint("opened", Channel.IN_APP, "Asia/Tokyo")
+    assert base == request_fingerprint("opened", Channel.IN_APP, "Asia/Tokyo")
+    assert base != request_fingerprint("closed", Channel.IN_APP, "Asia/Tokyo")
+    assert base != request_fingerprint("opened", Channel.PUSH, "Asia/Tokyo")
+    assert base != request_fingerprint("opened", Channel.IN_APP, "UTC")
