@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
+from google.protobuf.message import Message
 from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 
 from .api_errors import grpc_errors
-from .config import parse_app, parse_campaign
+from .config import identifier, parse_app, parse_campaign
 from .config_store import ConfigStore
-from .errors import InvalidArgument
+from .errors import MAX_SHOWN, InvalidArgument
 from .model import (
     App,
     Campaign,
@@ -50,7 +51,63 @@ _QUIET_TO_PROTO = {
 }
 
 
-def _doc(message: object) -> dict[str, object]:
+# The ranges of google/protobuf/duration.proto and timestamp.proto.
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_NANOS = 1_000_000_000
+
+
+def _duration_problem(value: duration_pb2.Duration) -> str | None:
+    if not -_MAX_DURATION_SECONDS <= value.seconds <= _MAX_DURATION_SECONDS:
+        return f"seconds must be between {-_MAX_DURATION_SECONDS} and {_MAX_DURATION_SECONDS}"
+    if not -_NANOS < value.nanos < _NANOS:
+        return "nanos must be between -999999999 and 999999999"
+    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+        return "seconds and nanos must not have opposite signs"
+    return None
+
+
+def _timestamp_problem(value: timestamp_pb2.Timestamp) -> str | None:
+    if not _MIN_TIMESTAMP_SECONDS <= value.seconds <= _MAX_TIMESTAMP_SECONDS:
+        return "seconds must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+    if not 0 <= value.nanos < _NANOS:
+        return "nanos must be between 0 and 999999999"
+    return None
+
+
+def _check_times(message: Message, path: str) -> None:
+    """Raises InvalidArgument at the first Duration or Timestamp, at any depth, outside its
+    type's documented range: json_format refuses to convert one, without saying which."""
+    name = message.DESCRIPTOR.full_name
+    if name in ("google.protobuf.Duration", "google.protobuf.Timestamp"):
+        is_duration = name == "google.protobuf.Duration"
+        problem = _duration_problem(message) if is_duration else _timestamp_problem(message)
+        if problem is not None:
+            raise InvalidArgument(
+                path,
+                f"is not a valid {'Duration' if is_duration else 'Timestamp'}: {problem}, "
+                f"got seconds={message.seconds} nanos={message.nanos}",
+            )
+        return
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        where = f"{path}.{field.name}"
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    _check_times(item, f"{where}.{str(key)[:MAX_SHOWN]}")
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                _check_times(item, f"{where}[{i}]")
+        else:
+            _check_times(value, where)
+
+
+def _doc(message: Message, path: str) -> dict[str, object]:
+    """The document of an App or Campaign message, for `config`; `path` names it in errors."""
+    _check_times(message, path)
     doc: dict[str, object] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     return doc
 
@@ -132,9 +189,9 @@ def campaign_to_proto(campaign: Campaign) -> admin_pb2.Campaign:
 
 
 def _required_id(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(field, "is required")
-    return value
+    """An id of a Get or List request, checked like the ids of stored documents before any
+    query (PostgreSQL refuses a NUL character; an unbounded id must not reach the messages)."""
+    return identifier(value, field)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -161,7 +218,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.PutAppRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PutAppResponse:
         """Creates an app or replaces its throttle policy."""
-        app = parse_app(_doc(request.app), "app")
+        app = parse_app(_doc(request.app, "app"), "app")
         stored = await self._store.put_app(app)
         await self._written()
         return admin_pb2.PutAppResponse(app=app_to_proto(stored))
@@ -179,7 +236,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.PutCampaignRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PutCampaignResponse:
         """Creates a campaign or replaces it whole; its app must exist."""
-        campaign = parse_campaign(_doc(request.campaign), "campaign")
+        campaign = parse_campaign(_doc(request.campaign, "campaign"), "campaign")
         stored = await self._store.put_campaign(campaign)
         await self._written()
         return admin_pb2.PutCampaignResponse(campaign=campaign_to_proto(stored))

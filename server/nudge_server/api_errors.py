@@ -34,6 +34,21 @@ _CODES: list[tuple[type[NudgeError], grpc.StatusCode]] = [
 ]
 
 
+#: Longest status message sent, in UTF-8 bytes. gRPC sends it percent-encoded in a trailer, and
+#: a client drops a call whose metadata passes about 8 KiB; messages are kept short where they
+#: are made (`errors.shown`), this is the backstop.
+MAX_MESSAGE_BYTES = 1024
+
+
+def status_message(exc: NudgeError) -> str:
+    """The status message of a domain error, cut to MAX_MESSAGE_BYTES."""
+    text = str(exc)
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return text
+    return raw[: MAX_MESSAGE_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
 def status_for(exc: NudgeError) -> grpc.StatusCode:
     """The gRPC status code of a domain error."""
     for error_type, code in _CODES:
@@ -53,7 +68,7 @@ def grpc_errors(handler: Handler[Servicer, Req, Resp]) -> Handler[Servicer, Req,
             code = status_for(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("unmapped_error", extra={"rpc": handler.__name__})
-            await context.abort(code, str(exc))
+            await context.abort(code, status_message(exc))
             raise  # unreachable: abort raises
 
     return wrapper

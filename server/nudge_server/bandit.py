@@ -71,6 +71,8 @@ class CampaignPolicy:
     arm_ids: tuple[str, ...]
     stats: tuple[ArmStats, ...]
     probabilities: tuple[float, ...]
+    #: Names this distribution in the log (policy_snapshots); set by whoever owns the policy.
+    snapshot_id: str = ""
 
     def __post_init__(self) -> None:
         cumulative: list[float] = []

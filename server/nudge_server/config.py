@@ -11,12 +11,19 @@ Choices the proto leaves open, written down here:
   minimum interval is never shortened. At most 3650 days.
 - "Control characters" are Unicode category Cc (and lone surrogates, which cannot be stored);
   a prompt's body alone may contain line breaks and tabs.
-- Duplicate trigger events, arm ids, app ids or campaign ids in one document are errors.
+- Duplicate trigger events, arm ids, app ids or campaign ids in one document are errors, and
+  so are duplicate keys of one YAML mapping (YAML itself would keep the last one silently).
+- A campaign is at most MAX_CAMPAIGN_BYTES (128 KiB) as compact JSON, so that a campaign and the
+  answers that carry it stay well under the server's request limit (256 KiB by default): what
+  GetCampaign returns can be sent back with PutCampaign. Stored campaigns are read without this
+  bound, so that one written before it existed still loads.
+- Error messages repeat at most 80 characters of any value or key (`errors.shown`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import unicodedata
@@ -26,7 +33,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import ConfigError
+from .errors import MAX_SHOWN, ConfigError, shown
 from .model import (
     DAY,
     HOUR,
@@ -43,7 +50,9 @@ from .model import (
 
 __all__ = [
     "app_to_doc",
+    "campaign_size",
     "campaign_to_doc",
+    "identifier",
     "load_yaml",
     "parse_app",
     "parse_campaign",
@@ -72,6 +81,9 @@ MAX_ACTION_URL = 2048
 MAX_DATA_ENTRIES = 32
 MAX_DATA_KEY = 64
 MAX_DATA_VALUE = 2048
+MAX_CAMPAIGN_BYTES = 128 * 1024
+#: Arm ids listed at most in an error message about the arms.
+MAX_LISTED = 5
 
 DEFAULT_POLICY = ThrottlePolicy()
 DEFAULT_EXPLORATION_FLOOR = 0.05
@@ -143,6 +155,24 @@ def _where(path: str) -> str:
     return path or ROOT
 
 
+def _key(key: object) -> str:
+    """A document's key as a path segment, cut short: paths are part of error messages."""
+    text = str(key)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}..."
+
+
+def _got(value: object) -> str:
+    """A value for an error message: strings cut short, other scalars as they are."""
+    return shown(value) if isinstance(value, str) else repr(value)
+
+
+def _listing(names: Sequence[str]) -> str:
+    """At most MAX_LISTED names, comma-separated, and how many more there are."""
+    listed = ", ".join(names[:MAX_LISTED])
+    more = len(names) - MAX_LISTED
+    return f"{listed} and {more} more" if more > 0 else listed
+
+
 class _Fields:
     """A mapping whose keys have been checked against the allowed field names."""
 
@@ -152,7 +182,7 @@ class _Fields:
         for key in doc:
             if not isinstance(key, str) or key not in allowed:
                 raise ConfigError(
-                    _join(path, str(key)),
+                    _join(path, _key(key)),
                     f"unknown field; allowed fields: {', '.join(sorted(allowed))}",
                 )
         self._doc: Mapping[str, object] = doc
@@ -225,9 +255,14 @@ def _identifier(value: object, path: str, *, required: bool = True) -> str:
     if not ID_RE.fullmatch(value):
         raise ConfigError(
             path,
-            f"must be 1 to 64 characters of letters, digits, '-', '_' and '.', got {value[:80]!r}",
+            f"must be 1 to 64 characters of letters, digits, '-', '_' and '.', got {shown(value)}",
         )
     return value
+
+
+def identifier(value: object, path: str) -> str:
+    """A required app, campaign or arm id: 1 to 64 letters, digits, '-', '_' and '.'."""
+    return _identifier(value, path)
 
 
 def _int(value: object, path: str, *, lo: int, hi: int, default: int = 0) -> int:
@@ -282,7 +317,7 @@ def _duration(value: object, path: str, *, default: int = 0) -> int:
         if negative:
             text = text[1:]
         if not _DURATION_RE.fullmatch(text):
-            raise ConfigError(path, f"must be {expected}, got {value!r}")
+            raise ConfigError(path, f"must be {expected}, got {shown(value)}")
         seconds = sum(
             float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART_RE.findall(text)
         )
@@ -291,10 +326,10 @@ def _duration(value: object, path: str, *, default: int = 0) -> int:
     else:
         raise ConfigError(path, f"must be {expected}, got {_kind(value)}")
     if seconds < 0:
-        raise ConfigError(path, f"must not be negative, got {value!r}")
+        raise ConfigError(path, f"must not be negative, got {_got(value)}")
     whole = math.ceil(seconds)
     if whole > MAX_DURATION_S:
-        raise ConfigError(path, f"must be at most 3650 days, got {value!r}")
+        raise ConfigError(path, f"must be at most 3650 days, got {_got(value)}")
     return whole
 
 
@@ -321,7 +356,7 @@ def _time_of_day(value: object, path: str, default: dt.time) -> dt.time:
         raise ConfigError(path, f'must be a time "HH:MM" (00:00 to 23:59), got {_kind(value)}')
     match = _HHMM_RE.fullmatch(value)
     if not match:
-        raise ConfigError(path, f'must be a time "HH:MM" (00:00 to 23:59), got {value!r}')
+        raise ConfigError(path, f'must be a time "HH:MM" (00:00 to 23:59), got {shown(value)}')
     return dt.time(int(match.group(1)), int(match.group(2)))
 
 
@@ -337,7 +372,8 @@ def _timestamp(value: object, path: str) -> dt.datetime | None:
             parsed = dt.datetime.fromisoformat(text)
         except ValueError:
             raise ConfigError(
-                path, f'must be an RFC 3339 time such as "2024-05-01T12:00:00Z", got {value!r}'
+                path,
+                f'must be an RFC 3339 time such as "2024-05-01T12:00:00Z", got {shown(value)}',
             ) from None
     else:
         raise ConfigError(path, f"must be an RFC 3339 time, got {_kind(value)}")
@@ -406,7 +442,7 @@ def _parse_channel_caps(doc: object, path: str) -> dict[Channel, int]:
         raise ConfigError(path, f"must be a mapping of channel to cap, got {_kind(doc)}")
     caps: dict[Channel, int] = {}
     for key, value in doc.items():
-        key_path = _join(path, str(key))
+        key_path = _join(path, _key(key))
         if key in (None, "") or str(key).upper() == "CHANNEL_UNSPECIFIED":
             raise ConfigError(key_path, "must name a channel: in_app, push or email")
         channel = _enum(key, key_path, Channel, Channel.IN_APP)
@@ -446,7 +482,7 @@ def _parse_prompt(doc: object, path: str) -> Prompt:
                 data_path, f"must have at most {MAX_DATA_ENTRIES} entries, got {len(data_doc)}"
             )
         for key, value in data_doc.items():
-            key_path = _join(data_path, str(key))
+            key_path = _join(data_path, _key(key))
             if not isinstance(key, str) or not key:
                 raise ConfigError(key_path, "keys must be non-empty strings")
             _string(key, key_path, max_len=MAX_DATA_KEY)
@@ -497,16 +533,21 @@ def _parse_triggers(doc: object, path: str) -> frozenset[str]:
         if not 1 <= len(item) <= MAX_EVENT_NAME or not item.isprintable():
             raise ConfigError(
                 item_path,
-                f"must be 1 to {MAX_EVENT_NAME} printable characters, got {item[:140]!r}",
+                f"must be 1 to {MAX_EVENT_NAME} printable characters, got {shown(item)}",
             )
         if item in seen:
-            raise ConfigError(item_path, f"duplicate event {item!r} (also [{seen[item]}])")
+            raise ConfigError(item_path, f"duplicate event {shown(item)} (also [{seen[item]}])")
         seen[item] = i
     return frozenset(seen)
 
 
-def parse_campaign(doc: object, path: str = "") -> Campaign:
-    """Validates a Campaign document; `path` prefixes every error path (e.g. "campaigns[0]")."""
+def parse_campaign(
+    doc: object, path: str = "", *, max_bytes: int | None = MAX_CAMPAIGN_BYTES
+) -> Campaign:
+    """Validates a Campaign document; `path` prefixes every error path (e.g. "campaigns[0]").
+
+    The campaign may be at most `max_bytes` as compact JSON; None (stored campaigns being read)
+    skips that check."""
     f = _Fields(doc, path, _CAMPAIGN_FIELDS)
     app_id = _identifier(f.get("app_id"), f.at("app_id"))
     campaign_id = _identifier(f.get("campaign_id"), f.at("campaign_id"))
@@ -541,11 +582,11 @@ def parse_campaign(doc: object, path: str = "") -> Campaign:
     if control and all(arm.arm_id != control for arm in arms):
         raise ConfigError(
             f.at("control_arm_id"),
-            f"must be one of the campaign's arms ({', '.join(a.arm_id for a in arms)}), "
+            f"must be one of the campaign's arms ({_listing([a.arm_id for a in arms])}), "
             f"got {control!r}",
         )
 
-    return Campaign(
+    campaign = Campaign(
         app_id=app_id,
         campaign_id=campaign_id,
         arms=arms,
@@ -574,6 +615,20 @@ def parse_campaign(doc: object, path: str = "") -> Campaign:
         exploration_floor=floor,
         updated_at=_timestamp(f.get("updated_at"), f.at("updated_at")),
     )
+    if max_bytes is not None:
+        size = campaign_size(campaign)
+        if size > max_bytes:
+            raise ConfigError(
+                _where(path),
+                f"is {size} bytes as JSON; at most {max_bytes} (fewer arms or shorter texts)",
+            )
+    return campaign
+
+
+def campaign_size(campaign: Campaign) -> int:
+    """The campaign's size in bytes as compact UTF-8 JSON (`campaign_to_doc`)."""
+    text = json.dumps(campaign_to_doc(campaign), ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", errors="surrogatepass"))
 
 
 # --- documents ---------------------------------------------------------------------------------
@@ -707,13 +762,52 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Raises ConfigError at the second of two equal keys of one mapping. A node reached again
+    through an alias is checked once."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            value_path = path
+            # "<<" merges another mapping in; keys given beside it override it, on purpose.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                key = (key_node.tag, key_node.value)
+                line = key_node.start_mark.line + 1
+                value_path = _join(path, _key(key_node.value))
+                if key in first_line:
+                    raise ConfigError(
+                        value_path,
+                        f"duplicate key {shown(key_node.value)} at line {line} "
+                        f"(first given at line {first_line[key]})",
+                    )
+                first_line[key] = line
+            _check_unique_keys(value_node, value_path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, _index(path, i), seen)
+
+
 def load_yaml(text: str) -> object:
-    """Parses YAML text into plain data. Raises ConfigError (with the line) on a syntax error."""
+    """Parses YAML text into plain data. Raises ConfigError (with the line) on a syntax error
+    and on a key given twice in one mapping."""
+    loader = _YamlLoader(text)
     try:
-        return yaml.load(text, Loader=_YamlLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "", set())
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ROOT
         raise ConfigError(where, f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(ROOT, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()

@@ -20,7 +20,7 @@ from typing import Any, Self
 import asyncpg
 
 from .config import app_to_doc, campaign_to_doc, parse_app, parse_campaign
-from .errors import ConfigError, NotFound, StoreUnavailable
+from .errors import ConfigError, NotFound, StoreUnavailable, shown
 from .model import App, Campaign, CampaignStatus, Channel
 from .settings import DecisionSettings
 
@@ -91,7 +91,8 @@ def _app_from_row(row: Mapping[str, Any]) -> App:
 
 
 def _campaign_from_row(row: Mapping[str, Any]) -> Campaign:
-    campaign = parse_campaign(json.loads(row["spec"]))
+    # No size bound on reading: a campaign stored before the bound existed must still load.
+    campaign = parse_campaign(json.loads(row["spec"]), max_bytes=None)
     return replace(campaign, updated_at=row["updated_at"])
 
 
@@ -196,7 +197,7 @@ class ConfigStore:
         async with self._connection() as conn:
             row = await conn.fetchrow(_SELECT_APP, app_id)
         if row is None:
-            raise NotFound(f"app {app_id!r} does not exist")
+            raise NotFound(f"app {shown(app_id)} does not exist")
         return _app_from_row(row)
 
     async def put_campaign(self, campaign: Campaign) -> Campaign:
@@ -213,14 +214,14 @@ class ConfigStore:
         async with self._connection() as conn:
             row = await conn.fetchrow(_SELECT_CAMPAIGN, app_id, campaign_id)
         if row is None:
-            raise NotFound(f"campaign {campaign_id!r} of app {app_id!r} does not exist")
+            raise NotFound(f"campaign {shown(campaign_id)} of app {shown(app_id)} does not exist")
         return _campaign_from_row(row)
 
     async def list_campaigns(self, app_id: str) -> list[Campaign]:
         """Every campaign of the app, ordered by id; NotFound when the app does not exist."""
         async with self._connection() as conn, conn.transaction(readonly=True):
             if await conn.fetchval(_APP_EXISTS, app_id) is None:
-                raise NotFound(f"app {app_id!r} does not exist")
+                raise NotFound(f"app {shown(app_id)} does not exist")
             rows = await conn.fetch(_SELECT_APP_CAMPAIGNS, app_id)
         return [_campaign_from_row(row) for row in rows]
 
@@ -310,7 +311,8 @@ class ConfigStore:
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound(
-                f"app {campaign.app_id!r} of campaign {campaign.campaign_id!r} does not exist"
+                f"app {shown(campaign.app_id)} of campaign {shown(campaign.campaign_id)} "
+                "does not exist"
             ) from exc
         return row
 

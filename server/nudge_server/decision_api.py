@@ -13,7 +13,7 @@ from nudge.v1 import decision_pb2, decision_pb2_grpc
 from . import requests
 from .api_errors import grpc_errors
 from .decisions import Clock, Decision, DecisionEngine
-from .errors import InvalidArgument
+from .errors import MAX_SHOWN, InvalidArgument
 from .local_time import utc_now
 from .model import Channel, OutcomeType, Platform, Reason
 from .outcomes import OutcomeRecorder
@@ -80,7 +80,7 @@ def struct_value(value: struct_pb2.Value, field: str, depth: int = 0) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
         return {
-            k: struct_value(v, f"{field}.{k}", depth + 1)
+            k: struct_value(v, f"{field}.{k[:MAX_SHOWN]}", depth + 1)
             for k, v in value.struct_value.fields.items()
         }
     if kind == "list_value":
@@ -138,7 +138,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.DecideRequest, context: grpc.aio.ServicerContext
     ) -> decision_pb2.DecideResponse:
         properties = {
-            key: struct_value(value, f"event.properties.{key}")
+            key: struct_value(value, f"event.properties.{key[:MAX_SHOWN]}")
             for key, value in request.event.properties.fields.items()
         }
         decide_input = requests.decide_input(

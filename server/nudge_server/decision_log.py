@@ -77,6 +77,7 @@ class DecisionRow:
     deliver_at: dt.datetime | None = None
     candidates: Json | None = None
     response_deadline: dt.datetime | None = None  # migration 0002
+    policy_snapshot: str | None = None  # migration 0005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,8 +27,8 @@ from .throttle import (
     Verdict,
     build_call,
     deliver_time,
-    request_fingerprint,
     push_back_from_quiet_hours,
+    request_fingerprint,
     screen,
 )
 from .throttle_store import ThrottleStore
@@ -116,7 +116,11 @@ class DecisionEngine:
             arm = eligible.campaign.arms[index]
             candidates.append(
                 Candidate(
-                    eligible.campaign, arm, propensity, deliver_time(now, arm, eligible.not_before)
+                    eligible.campaign,
+                    arm,
+                    propensity,
+                    deliver_time(now, arm, eligible.not_before),
+                    policy.snapshot_id,
                 )
             )
         decision_id = new_decision_id(request.app_id, request.user_id, received_at)
@@ -125,9 +129,7 @@ class DecisionEngine:
             user_id=request.user_id,
             decision_id=decision_id,
             client_request_id=request.client_request_id,
-            fingerprint=request_fingerprint(
-                request.event_name, request.channel, request.time_zone
-            ),
+            fingerprint=request_fingerprint(request.event_name, request.channel, request.time_zone),
             now=now,
             tz=request.tz,
             policy=app.policy,
@@ -150,13 +152,19 @@ class DecisionEngine:
     def _decision(
         self, verdict: Verdict, app: App, candidates: list[Candidate], request: DecideInput
     ) -> Decision:
-        chosen = next(
-            (
-                c
-                for c in candidates
-                if c.campaign.campaign_id == verdict.campaign_id and c.arm.arm_id == verdict.arm_id
-            ),
-            None,
+        # The candidate the script granted; a replay's stored decision is not this call's draw.
+        chosen = (
+            None
+            if verdict.replayed
+            else next(
+                (
+                    c
+                    for c in candidates
+                    if c.campaign.campaign_id == verdict.campaign_id
+                    and c.arm.arm_id == verdict.arm_id
+                ),
+                None,
+            )
         )
         prompt = None
         if verdict.show:
@@ -176,7 +184,10 @@ class DecisionEngine:
             prompt=prompt,
             channel=verdict.channel or request.channel,
             next_eligible_at=next_eligible,
-            propensity=verdict.propensity if verdict.show else 0.0,
+            # This call's own draw carries the exact probability (the script's JSON rounds it).
+            propensity=(chosen.propensity if chosen else verdict.propensity)
+            if verdict.show
+            else 0.0,
             deliver_at=verdict.deliver_at,
             replayed=verdict.replayed,
         )
@@ -232,6 +243,17 @@ class DecisionEngine:
             next_eligible_at=decision.next_eligible_at,
             deliver_at=decision.deliver_at,
             response_deadline=self._response_deadline(decision, now, candidates),
+            policy_snapshot=next(
+                (
+                    c.snapshot_id or None
+                    for c in candidates
+                    if decision.show
+                    and not decision.replayed
+                    and c.campaign.campaign_id == decision.campaign_id
+                    and c.arm.arm_id == decision.arm_id
+                ),
+                None,
+            ),
             candidates={
                 "considered": [
                     {

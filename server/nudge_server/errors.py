@@ -3,6 +3,17 @@ status codes in one place."""
 
 from __future__ import annotations
 
+#: At most this many characters of a caller's value are repeated in an error message.
+MAX_SHOWN = 80
+
+
+def shown(value: str, limit: int = MAX_SHOWN) -> str:
+    """`value` quoted for an error message, cut to `limit` characters: a message never carries
+    a caller's whole input (gRPC sends it in a trailer, and clients drop oversized metadata)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
 
 class NudgeError(Exception):
     """Base class of every error the service raises on purpose."""

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from . import ope
-from .errors import InvalidArgument
+from . import ope, requests
+from .errors import MAX_SHOWN, InvalidArgument, shown
 from .model import Campaign, Channel, Platform
 from .stats import (
     DEFAULT_DRAWS,
@@ -135,6 +135,8 @@ def validate_query(
         raise InvalidArgument("app_id", "is required")
     if not campaign_id:
         raise InvalidArgument("campaign_id", "is required")
+    requests.app_id(app_id, "app_id")
+    requests.app_id(campaign_id, "campaign_id")
     for name, moment in (("start_time", start), ("end_time", end)):
         if moment is not None and moment.utcoffset() is None:
             raise InvalidArgument(name, "must carry a time zone (UTC offset)")
@@ -146,14 +148,17 @@ def validate_query(
     for key, value in (segment or {}).items():
         if key not in SEGMENT_KEYS:
             raise InvalidArgument(
-                f"segment.{key}",
-                f"unknown segment key {key!r}; segments filter on {', '.join(SEGMENT_KEYS)}",
+                f"segment.{key[:MAX_SHOWN]}",
+                f"unknown segment key {shown(key)}; segments filter on {', '.join(SEGMENT_KEYS)}",
             )
         allowed = _SEGMENT_VALUES.get(key)
         if allowed is not None and value not in allowed:
             raise InvalidArgument(
-                f"segment.{key}", f"must be one of {', '.join(allowed)}, got {value!r}"
+                f"segment.{key}", f"must be one of {', '.join(allowed)}, got {shown(value)}"
             )
+        if not value.isprintable():
+            # PostgreSQL refuses a NUL; no logged value holds a control character.
+            raise InvalidArgument(f"segment.{key}", "must not contain control characters")
         checked[key] = value
     return ReportQuery(
         app_id=app_id,
@@ -172,9 +177,9 @@ def parse_segment(pairs: Iterable[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise InvalidArgument("segment", f"must be key=value, got {pair!r}")
+            raise InvalidArgument("segment", f"must be key=value, got {shown(pair)}")
         if key in segment:
-            raise InvalidArgument(f"segment.{key}", "is given twice")
+            raise InvalidArgument(f"segment.{key[:MAX_SHOWN]}", "is given twice")
         segment[key] = value
     return segment
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .errors import InvalidArgument
+from .errors import MAX_SHOWN, InvalidArgument
 from .local_time import zone
 from .model import Channel, OutcomeType, Platform
 
@@ -59,7 +59,7 @@ def _check_property(value: Any, field: str, depth: int) -> None:
         for key, item in value.items():
             if "\x00" in key:
                 raise InvalidArgument(field, "has a key with a NUL character")
-            _check_property(item, f"{field}.{key}", depth + 1)
+            _check_property(item, f"{field}.{key[:MAX_SHOWN]}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_property(item, f"{field}[{index}]", depth + 1)
@@ -72,7 +72,7 @@ def properties(value: Mapping[str, Any], field: str = "event.properties") -> dic
     for key, item in value.items():
         if "\x00" in key:
             raise InvalidArgument(field, "has a key with a NUL character")
-        _check_property(item, f"{field}.{key}", 1)
+        _check_property(item, f"{field}.{key[:MAX_SHOWN]}", 1)
     size = len(json.dumps(value, separators=(",", ":")).encode())
     if size > MAX_PROPERTIES_BYTES:
         raise InvalidArgument(field, f"is {size} bytes as JSON; at most {MAX_PROPERTIES_BYTES}")

@@ -35,13 +35,16 @@ from .device_api import DeviceServicer
 from .devices import DeviceStore
 from .errors import StoreUnavailable
 from .logs import configure_logging
+from .model import Campaign
 from .outcome_store import OutcomeStore
 from .outcomes import OutcomeRecorder
 from .report_api import ReportServicer
 from .report_store import ReportStore
 from .settings import ServerSettings
+from .snapshot_store import snapshot_writer
 from .sweeper import IgnoreSweeper
 from .throttle_store import ThrottleStore
+from .wire import DecodeErrors
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +124,16 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         config_store = ConfigStore(pool)
         config = await stack.enter_async_context(ConfigCache(config_store, settings.decision))
 
-        def active_campaigns() -> list:  # type: ignore[type-arg]
+        def active_campaigns() -> list[Campaign]:
             return [c for cs in config.snapshot.campaigns.values() for c in cs]
 
         policies = await stack.enter_async_context(
             PolicyCache(
-                store, active_campaigns, settings.decision.stats_refresh_s, settings.decision.seed
+                store,
+                active_campaigns,
+                settings.decision.stats_refresh_s,
+                settings.decision.seed,
+                save_snapshots=snapshot_writer(pool),
             )
         )
         log_writer = await stack.enter_async_context(LogWriter(pool, settings.log))
@@ -141,11 +148,12 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
             IgnoreSweeper(pool, store, interval_s=settings.decision.sweep_interval_s)
         )
         server = grpc.aio.server(
+            interceptors=[DecodeErrors()],
             options=[
                 ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
-                ("grpc.max_send_message_length", settings.grpc.max_message_bytes),
+                ("grpc.max_send_message_length", settings.grpc.max_send_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(
             DecisionServicer(engine, outcomes), server

@@ -116,13 +116,23 @@ class GrpcSettings:
     listen: str = "127.0.0.1:50051"
     #: On SIGTERM, in-flight RPCs get this long to finish.
     shutdown_grace_s: float = 10.0
+    #: Largest request the server accepts.
     max_message_bytes: int = 256 * 1024
+    #: Largest response the server sends. Larger than what it accepts: an answer carries more
+    #: than its request (defaults filled in, several campaigns, an arm report).
+    max_send_message_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if ":" not in self.listen:
             raise ConfigError("NUDGE_LISTEN", f"must be HOST:PORT, got {self.listen!r}")
         _positive("NUDGE_SHUTDOWN_GRACE", self.shutdown_grace_s)
         _positive("NUDGE_MAX_MESSAGE_BYTES", self.max_message_bytes)
+        if self.max_send_message_bytes < self.max_message_bytes:
+            raise ConfigError(
+                "NUDGE_MAX_SEND_MESSAGE_BYTES",
+                f"must be at least NUDGE_MAX_MESSAGE_BYTES ({self.max_message_bytes}), "
+                f"got {self.max_send_message_bytes}",
+            )
 
     @classmethod
     def from_env(cls, env: Env = os.environ) -> GrpcSettings:
@@ -130,6 +140,9 @@ class GrpcSettings:
             listen=env.get("NUDGE_LISTEN") or cls.listen,
             shutdown_grace_s=_float(env, "NUDGE_SHUTDOWN_GRACE", cls.shutdown_grace_s),
             max_message_bytes=_int(env, "NUDGE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_send_message_bytes=_int(
+                env, "NUDGE_MAX_SEND_MESSAGE_BYTES", cls.max_send_message_bytes
+            ),
         )
 
 

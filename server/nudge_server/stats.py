@@ -13,7 +13,9 @@ docstring):
 - Chi-square test of independence (Pearson, no continuity correction).
 - Difference of two proportions: Newcombe's hybrid score interval (his method 10, built from
   two Wilson intervals) and the pooled two-proportion z test.
-- Sample-ratio check for an adaptive (bandit) allocation from the logged propensities.
+- Sample-ratio check of an adaptive (bandit) allocation: Pearson's goodness of fit against the
+  expected counts of the full allocation (policy snapshots), or, for decisions logged without
+  one, a Wald test of the inverse-propensity counts.
 - Wilson score interval of a proportion.
 """
 
@@ -43,6 +45,10 @@ _CHUNK_SAMPLES = 250_000
 SRM_THRESHOLD = 0.001
 #: Cochran's rule: expected counts below this make a chi-square approximation unreliable.
 MIN_EXPECTED = 5.0
+#: The inverse-propensity sample-ratio check is unreliable when an arm's 1/p weights have a
+#: Kish effective sample size below this (or below its count): in simulated bandit logs with
+#: exploration floors down to 0.05 / 80 arms, its p-values were then far too small.
+MIN_IPS_ESS = 30.0
 #: The two arms' exact formula sums this many terms at most; beyond, Monte Carlo.
 _EXACT_MAX_TERMS = 5_000_000
 
@@ -412,20 +418,46 @@ def difference_of_proportions(
 
 # --- sample ratio ------------------------------------------------------------------------------
 
+#: The verdicts of a sample-ratio check.
+MISMATCH = "mismatch"
+NO_MISMATCH = "no mismatch"
+UNRELIABLE = "unreliable"
+#: The methods of a sample-ratio check (`SampleRatio.kind`).
+POLICY_SNAPSHOTS = "policy_snapshots"
+INVERSE_PROPENSITY = "inverse_propensity"
+
+SNAPSHOT_METHOD = (
+    "Pearson goodness of fit of each arm's decisions against its expected count, the sum over "
+    "the decisions of the probability their policy snapshot gave the arm (df = arms with a "
+    "positive expected count - 1); when the probabilities change over the range the "
+    "chi-square p-value is conservative"
+)
+INVERSE_PROPENSITY_METHOD = (
+    "chi-square (Wald) test of the inverse-propensity allocation: for every arm k, the sum "
+    "of 1/propensity over its decisions must estimate the number of decisions N (for decisions "
+    "logged without a policy snapshot: only the chosen arm's probability is known)"
+)
+_MISMATCH_NOTE = (
+    "SAMPLE RATIO MISMATCH: the allocation does not match the logged {what} (lost or "
+    "duplicated log rows, wrong probabilities, or a broken assignment); do not trust the "
+    "comparisons until it is explained"
+)
+
 
 @dataclass(frozen=True)
 class SampleRatio:
-    """Whether the logged allocation of decisions to arms matches the logged propensities.
+    """Whether the logged allocation of decisions to arms matches the logged policy.
 
-    Per arm: `observed` decisions, `expected` = N x the harmonic mean of the arm's logged
-    propensities (None for an arm never chosen: its propensities were never logged), and
-    `ips_total` = sum of 1 / propensity over the arm's decisions, which estimates N. The overall
-    test is a chi-square statistic with `dof` degrees of freedom; `mismatch` is True when it is
-    reliable and its p-value is below `threshold` (0.001), or when an arm was never chosen
-    although its propensity was at least `min_propensity` throughout (`never_chosen_p_value`
-    bounds that chance). `reliable` is False when an arm has fewer than 5 decisions.
+    Per arm: `observed` decisions and `expected` decisions. `verdict` is MISMATCH when
+    `mismatch`, else NO_MISMATCH when `reliable`, else UNRELIABLE (the statistic and p-value
+    are still given, but a small p-value is not flagged; `note` says why). `mismatch` is True
+    when the test is reliable and its p-value is below `threshold` (0.001), when an exact
+    never-chosen probability is below it, or when a decision chose an arm its policy gave no
+    chance. `kind` is POLICY_SNAPSHOTS or INVERSE_PROPENSITY (see the two functions below);
+    `ips_total` (the sum of 1 / propensity per arm) is empty for POLICY_SNAPSHOTS.
     """
 
+    kind: str
     observed: tuple[int, ...]
     expected: tuple[float | None, ...]
     ips_total: tuple[float, ...]
@@ -436,12 +468,140 @@ class SampleRatio:
     never_chosen_p_value: float | None
     mismatch: bool
     reliable: bool
+    verdict: str
     note: str
+    method: str
     threshold: float = SRM_THRESHOLD
-    method: str = (
-        "chi-square (Wald) test of the inverse-propensity allocation: for every arm k, the sum "
-        "of 1/propensity over its decisions must estimate the number of decisions N"
+
+
+def _verdict(mismatch: bool, reliable: bool) -> str:
+    if mismatch:
+        return MISMATCH
+    return NO_MISMATCH if reliable else UNRELIABLE
+
+
+def snapshot_sample_ratio_check(
+    arms: Sequence[int] | np.ndarray,
+    snapshot_of_row: Sequence[int] | np.ndarray,
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    threshold: float = SRM_THRESHOLD,
+) -> SampleRatio:
+    """The sample-ratio check of decisions whose full arm distribution was logged.
+
+    Row i chose arm A_i, drawn from the distribution pi_i = probabilities[snapshot_of_row[i]]
+    (one row per policy snapshot, one column per arm; an arm missing from a snapshot has
+    probability 0 in it). The expected count of arm k is E_k = sum_i pi_i(k), the observed O_k
+    the rows that chose k. Pearson's X^2 = sum (O_k - E_k)^2 / E_k over the m arms with
+    E_k > 0, with m - 1 degrees of freedom.
+
+    O - E is a sum of martingale differences whose covariance, diag(E) - sum_i pi_i pi_i', is at
+    most (in the positive semi-definite order) the fixed-split one, diag(E) - E E' / N, so
+    X^2 is asymptotically at most chi-square(m - 1): exact for a fixed split, conservative when
+    the probabilities change. With an expected count below 5 the approximation fails: the
+    check is then UNRELIABLE, never MISMATCH on its p-value alone.
+
+    Two exact checks flag a mismatch whatever the expected counts: a row that chose an arm its
+    own distribution gave probability 0, and an arm never chosen although P(never) =
+    prod_i (1 - pi_i(k)) is tiny (Bonferroni over the m arms: `never_chosen_p_value` =
+    min(1, m x the smallest such probability)).
+    """
+    a = np.asarray(arms, dtype=int)
+    s = np.asarray(snapshot_of_row, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    if a.shape != s.shape or a.ndim != 1:
+        raise ValueError("arms and snapshot_of_row must be 1-d and of the same length")
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise ValueError("probabilities must be a (snapshots x arms) table")
+    n_snapshots, n_arms = p.shape
+    if a.size and (a.min() < 0 or a.max() >= n_arms):
+        raise ValueError("arm index out of range")
+    if s.size and (s.min() < 0 or s.max() >= n_snapshots):
+        raise ValueError("snapshot index out of range")
+    if (~np.isfinite(p)).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("probabilities must be in [0, 1]")
+    if n_snapshots and not np.allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-6):
+        raise ValueError("each snapshot's probabilities must sum to 1")
+    n = int(a.size)
+    observed = np.bincount(a, minlength=n_arms)
+    rows_per_snapshot = np.bincount(s, minlength=n_snapshots).astype(float)
+    expected = rows_per_snapshot @ p if n_snapshots else np.zeros(n_arms)
+
+    def result(
+        statistic: float | None,
+        dof: int,
+        p_value: float | None,
+        never_p: float | None,
+        mismatch: bool,
+        reliable: bool,
+        notes: list[str],
+    ) -> SampleRatio:
+        return SampleRatio(
+            kind=POLICY_SNAPSHOTS,
+            observed=tuple(int(c) for c in observed),
+            expected=tuple(float(e) for e in expected),
+            ips_total=(),
+            decisions=n,
+            statistic=statistic,
+            dof=dof,
+            p_value=p_value,
+            never_chosen_p_value=never_p,
+            mismatch=mismatch,
+            reliable=reliable,
+            verdict=_verdict(mismatch, reliable),
+            note="; ".join(notes),
+            method=SNAPSHOT_METHOD,
+            threshold=threshold,
+        )
+
+    if n == 0:
+        return result(None, 0, None, None, False, False, ["undefined: no decisions"])
+    notes: list[str] = []
+    impossible = int((p[s, a] <= 0).sum())
+    if impossible:
+        notes.append(
+            f"{impossible} decision(s) chose an arm their policy snapshot gave probability 0"
+        )
+    support = expected > 0
+    m = int(support.sum())
+    never = support & (observed == 0)
+    never_p: float | None = None
+    if never.any():
+        used = p[rows_per_snapshot > 0]
+        with np.errstate(divide="ignore"):  # log(0) = -inf: an arm drawn with certainty
+            log_never = (rows_per_snapshot[rows_per_snapshot > 0] @ np.log1p(-used))[never]
+        never_p = float(min(1.0, m * float(np.exp(log_never.max()))))
+        notes.append(
+            f"{int(never.sum())} arm(s) never chosen in {n} decisions; the chance of that for "
+            f"the likeliest of them, times {m} arms, is {never_p:.3g}"
+        )
+    statistic: float | None = None
+    p_value: float | None = None
+    dof = m - 1
+    reliable = False
+    if dof < 1:
+        notes.insert(0, "undefined: only one arm had any probability, so there is no split")
+    else:
+        o, e = observed[support], expected[support]
+        statistic = float(((o - e) ** 2 / e).sum())
+        p_value = float(_sps().chi2.sf(statistic, dof))
+        small = int((e < MIN_EXPECTED).sum())
+        reliable = small == 0
+        if not reliable:
+            notes.insert(
+                0,
+                f"unreliable: {small} of {m} arms have an expected count below "
+                f"{MIN_EXPECTED:g} (the smallest is {float(e.min()):.3g}), so the chi-square "
+                f"approximation does not hold: p = {p_value:.3g} is shown, not flagged",
+            )
+    mismatch = (
+        impossible > 0
+        or (reliable and p_value is not None and p_value < threshold)
+        or (never_p is not None and never_p < threshold)
     )
+    if mismatch:
+        notes.insert(0, _MISMATCH_NOTE.format(what="policy snapshots"))
+    return result(statistic, max(dof, 0), p_value, never_p, mismatch, reliable, notes)
 
 
 def sample_ratio_check(
@@ -452,7 +612,8 @@ def sample_ratio_check(
     min_propensity: float = 0.0,
     threshold: float = SRM_THRESHOLD,
 ) -> SampleRatio:
-    """The sample-ratio check of an allocation made by a (possibly adaptive) randomised policy.
+    """The sample-ratio check of decisions for which only the chosen arm's probability was
+    logged (made before policy snapshots): an inverse-propensity test.
 
     Row i chose arm A_i with logged probability p_i. If the log is complete and the
     propensities are right, every arm k satisfies E[1{A_i = k} / p_i] = 1 for every row, so
@@ -462,9 +623,12 @@ def sample_ratio_check(
     positive semi-definite; C+ the pseudo-inverse), asymptotically chi-square with
     rank(C) degrees of freedom. For a fixed split (every p_i of arm k equal to q_k) it is the
     textbook test: with two arms T equals Pearson's goodness of fit of the counts against N q_k
-    exactly. Summing the chosen arms' propensities instead would not do: its expectation is
-    sum_i pi_i(k)^2, not the expected count sum_i pi_i(k).
+    exactly. `expected` is N x the harmonic mean of the arm's logged propensities.
 
+    Small propensities make 1 / p heavy-tailed and the approximation poor: the check is
+    UNRELIABLE (its p-value shown, not flagged) when an arm has fewer than 5 decisions, or when
+    the Kish effective sample size (sum 1/p)^2 / sum 1/p^2 of an arm's weights is below
+    min(MIN_IPS_ESS, its decisions).
     Arms never chosen carry no logged propensity and are left out of T; with `min_propensity`
     (the policy's guaranteed floor, e.g. exploration_floor / K) the chance of never choosing an
     arm in N rows is at most (1 - min_propensity)^N, and that bound is reported and flagged too.
@@ -484,21 +648,36 @@ def sample_ratio_check(
     s1 = np.bincount(arm_index, weights=1 / p, minlength=n_arms)
     s2 = np.bincount(arm_index, weights=1 / p**2, minlength=n_arms)
     expected = tuple(float(n * observed[k] / s1[k]) if observed[k] else None for k in range(n_arms))
-    if n == 0:
+
+    def result(
+        statistic: float | None,
+        dof: int,
+        p_value: float | None,
+        never_p: float | None,
+        mismatch: bool,
+        reliable: bool,
+        notes: list[str],
+    ) -> SampleRatio:
         return SampleRatio(
+            kind=INVERSE_PROPENSITY,
             observed=tuple(int(c) for c in observed),
             expected=expected,
             ips_total=tuple(float(x) for x in s1),
-            decisions=0,
-            statistic=None,
-            dof=0,
-            p_value=None,
-            never_chosen_p_value=None,
-            mismatch=False,
-            reliable=False,
-            note="undefined: no decisions",
+            decisions=n,
+            statistic=statistic,
+            dof=dof,
+            p_value=p_value,
+            never_chosen_p_value=never_p,
+            mismatch=mismatch,
+            reliable=reliable,
+            verdict=_verdict(mismatch, reliable),
+            note="; ".join(notes),
+            method=INVERSE_PROPENSITY_METHOD,
             threshold=threshold,
         )
+
+    if n == 0:
+        return result(None, 0, None, None, False, False, ["undefined: no decisions"])
     notes: list[str] = []
     chosen = observed > 0
     never = [k for k in range(n_arms) if not chosen[k]]
@@ -528,36 +707,31 @@ def sample_ratio_check(
         statistic = float(np.sum(projected**2 / eigenvalues[keep]))
         p_value = float(_sps().chi2.sf(statistic, dof))
     few = int((observed < MIN_EXPECTED).sum())
+    # Kish's effective size of each arm's 1/p weights: its count for a fixed split, far less
+    # when a few rows drawn with a tiny propensity dominate the arm's sum.
+    ess = np.where(s2 > 0, s1**2 / np.where(s2 > 0, s2, 1.0), 0.0)
+    heavy = int((chosen & (ess < np.minimum(MIN_IPS_ESS, observed) * (1 - 1e-9))).sum())
     # An arm chosen rarely (or never) makes the self-normalised variance of the rows that did
-    # not choose it far too small, so a small p-value then means little: report, don't flag.
-    reliable = p_value is not None and few == 0
+    # not choose it far too small, and heavy-tailed weights make the normal approximation
+    # fail, so a small p-value then means little: report, don't flag.
+    reliable = p_value is not None and few == 0 and heavy == 0
+    shown = "" if p_value is None else f": p = {p_value:.3g} is shown, not flagged"
+    if heavy:
+        notes.insert(
+            0,
+            f"unreliable: the 1/propensity weights of {heavy} arm(s) are heavy-tailed (an "
+            f"effective sample size below {MIN_IPS_ESS:g}), so the chi-square approximation "
+            f"does not hold{shown}",
+        )
     if few:
         notes.insert(
             0,
             f"unreliable: {few} arm(s) have fewer than {MIN_EXPECTED:g} decisions, so the "
-            "chi-square approximation does not hold and its p-value is not flagged",
+            f"chi-square approximation does not hold{shown}",
         )
     mismatch = (reliable and p_value is not None and p_value < threshold) or (
         never_p is not None and never_p < threshold
     )
     if mismatch:
-        notes.insert(
-            0,
-            "SAMPLE RATIO MISMATCH: the allocation does not match the logged propensities "
-            "(lost or duplicated log rows, wrong propensities, or a broken assignment); do not "
-            "trust the comparisons until it is explained",
-        )
-    return SampleRatio(
-        observed=tuple(int(c) for c in observed),
-        expected=expected,
-        ips_total=tuple(float(x) for x in s1),
-        decisions=n,
-        statistic=statistic,
-        dof=dof,
-        p_value=p_value,
-        never_chosen_p_value=never_p,
-        mismatch=mismatch,
-        reliable=reliable,
-        note="; ".join(notes),
-        threshold=threshold,
-    )
+        notes.insert(0, _MISMATCH_NOTE.format(what="propensities"))
+    return result(statistic, dof, p_value, never_p, mismatch, reliable, notes)

@@ -94,6 +94,7 @@ class Candidate:
     arm: Arm
     propensity: float
     deliver_at: dt.datetime | None
+    snapshot_id: str = ""  # the policy snapshot the arm was drawn from
 
 
 def deliver_time(now: dt.datetime, arm: Arm, not_before: dt.datetime | None) -> dt.datetime | None:

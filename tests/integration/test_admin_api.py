@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
 from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 from nudge_server.admin_api import AdminServicer
 from nudge_server.config_store import ConfigStore
@@ -279,3 +280,128 @@ async def test_a_plain_function_works_as_on_change(pg_pool: asyncpg.Pool) -> Non
     finally:
         await server.stop(None)
     assert seen == [1]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        ("GetApp", "app_id"),
+        ("GetCampaign", "app_id"),
+        ("GetCampaign", "campaign_id"),
+        ("ListCampaigns", "app_id"),
+    ],
+)
+async def test_ids_of_reads_are_checked_before_any_query(
+    admin: Admin, call: str, field: str
+) -> None:
+    await admin.stub.PutApp(admin_pb2.PutAppRequest(app=app_message()))
+    request_type = {
+        "GetApp": admin_pb2.GetAppRequest,
+        "GetCampaign": admin_pb2.GetCampaignRequest,
+        "ListCampaigns": admin_pb2.ListCampaignsRequest,
+    }[call]
+    for bad in ("fit\x00app", "bad id", "x" * 65, "é"):
+        ids = {"app_id": "fit-app", "campaign_id": "streak"}
+        ids[field] = bad
+        request = request_type(
+            **{k: v for k, v in ids.items() if k in request_type.DESCRIPTOR.fields_by_name}
+        )
+        error = await status_of(getattr(admin.stub, call)(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, error.details())
+        assert (error.details() or "").startswith(f"{field}: must be 1 to 64 characters")
+
+
+async def test_an_over_long_id_is_refused_without_echoing_it(admin: Admin) -> None:
+    # The message once repeated the whole id, which blew the client's metadata limit
+    # (RESOURCE_EXHAUSTED "Stream removed").
+    requests = [
+        admin.stub.GetApp(admin_pb2.GetAppRequest(app_id="a" * 200_000)),
+        admin.stub.GetCampaign(
+            admin_pb2.GetCampaignRequest(app_id="fit-app", campaign_id="c" * 200_000)
+        ),
+        admin.stub.ListCampaigns(admin_pb2.ListCampaignsRequest(app_id="a" * 200_000)),
+    ]
+    for call in requests:
+        error = await status_of(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(error.details() or "") < 300
+        assert "(200000 characters)" in (error.details() or "")
+    long_key = admin_pb2.PutCampaignRequest(campaign=campaign_message())
+    long_key.campaign.arms[0].prompt.data["k" * 100_000] = "v"
+    error = await status_of(admin.stub.PutCampaign(long_key))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("campaign.arms[0].prompt.data.kkkk")
+    assert len(error.details() or "") < 300
+
+
+def _with_duration(seconds: int, nanos: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=seconds, nanos=nanos)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "problem"),
+    [
+        (0, -1, None),  # -1 ns: valid, and refused by config as negative
+        (1, -1, "seconds and nanos must not have opposite signs"),
+        (-1, 1, "seconds and nanos must not have opposite signs"),
+        (1, 1_000_000_000, "nanos must be between"),
+        (0, -1_000_000_000, "nanos must be between"),
+        (315_576_000_001, 0, "seconds must be between"),
+        (-(10**15), 0, "seconds must be between"),
+    ],
+)
+async def test_invalid_durations_name_the_field(
+    admin: Admin, seconds: int, nanos: int, problem: str | None
+) -> None:
+    app = app_message()
+    app.policy.min_interval.CopyFrom(_with_duration(seconds, nanos))
+    error = await status_of(admin.stub.PutApp(admin_pb2.PutAppRequest(app=app)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("app.policy.min_interval: ")
+    if problem:
+        assert f"is not a valid Duration: {problem}" in (error.details() or "")
+
+    await admin.stub.PutApp(admin_pb2.PutAppRequest(app=app_message()))
+    revision = await admin.store.revision()
+    for path, set_it in (
+        ("campaign.arms[1].delay", lambda c: c.arms[1].delay),
+        ("campaign.caps.min_interval", lambda c: c.caps.min_interval),
+        ("campaign.attribution_window", lambda c: c.attribution_window),
+        ("campaign.response_window", lambda c: c.response_window),
+    ):
+        campaign = campaign_message()
+        set_it(campaign).CopyFrom(_with_duration(seconds, nanos))
+        error = await status_of(
+            admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=campaign))
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith(f"{path}: "), error.details()
+    assert await admin.store.revision() == revision
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(0, -1), (0, 1_000_000_000), (253_402_300_800, 0), (-62_135_596_801, 0)],
+)
+async def test_invalid_timestamps_name_the_field(admin: Admin, seconds: int, nanos: int) -> None:
+    await admin.stub.PutApp(admin_pb2.PutAppRequest(app=app_message()))
+    campaign = campaign_message()
+    campaign.updated_at.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+    error = await status_of(admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=campaign)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("campaign.updated_at: is not a valid Timestamp")
+
+
+async def test_a_campaign_over_the_size_bound_is_refused(admin: Admin) -> None:
+    await admin.stub.PutApp(admin_pb2.PutAppRequest(app=app_message()))
+    campaign = campaign_message()
+    for i in range(60):
+        campaign.arms.add(
+            arm_id=f"big{i}",
+            prompt=decision_pb2.Prompt(title="t" * 200, body="b" * 2000, action_url="u" * 2048),
+        )
+    assert 200_000 < campaign.ByteSize() < 256 * 1024
+    error = await status_of(admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=campaign)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("campaign: is ")
+    assert "at most 131072" in (error.details() or "")

@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 
 import asyncpg
-
 from nudge_server.decision_log import DecisionRow, LogWriter
 from nudge_server.settings import LogSettings
 

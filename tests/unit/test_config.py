@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from nudge.v1 import admin_pb2, decision_pb2
+from nudge_server.admin_api import campaign_to_proto
 from nudge_server.config import (
+    MAX_CAMPAIGN_BYTES,
     app_to_doc,
+    campaign_size,
     campaign_to_doc,
     load_yaml,
     parse_app,
@@ -436,6 +439,61 @@ def test_campaign_bounds_that_are_allowed() -> None:
     assert campaign.priority == -(2**31)
 
 
+def test_a_campaign_may_be_128_kib_as_json_and_no_more() -> None:
+    def big(arm_count: int) -> dict[str, Any]:
+        prompt = {"title": "t" * 200, "body": "b" * 2000, "action_url": "u" * 2048}
+        return campaign_doc(
+            arms=[{"arm_id": f"arm{i}", "prompt": prompt} for i in range(arm_count)]
+        )
+
+    fits = parse_campaign(big(30))
+    assert campaign_size(fits) <= MAX_CAMPAIGN_BYTES == 128 * 1024
+    error = error_of(lambda doc: parse_campaign(doc, "campaigns[3]"), big(40))
+    assert error.path == "campaigns[3]"
+    assert f"at most {MAX_CAMPAIGN_BYTES}" in error.message
+    # Stored campaigns are read without the bound (written before it existed).
+    assert len(parse_campaign(big(40), max_bytes=None).arms) == 40
+
+
+def test_the_size_bound_keeps_a_campaign_message_under_the_request_limit() -> None:
+    # The fattest campaign the field limits allow, cut to the size bound: as a protobuf
+    # message (what GetCampaign answers and PutCampaign accepts) it is under 256 KiB.
+    prompt = {
+        "title": "t" * 200,
+        "body": "\n" * 2000,
+        "action_url": "u" * 2048,
+        "data": {f"k{i}": "é" * 400 for i in range(32)},
+    }
+    arm_list = [{"arm_id": "arm0", "prompt": prompt}]
+    campaign = parse_campaign(campaign_doc(arms=arm_list))
+    while True:
+        arm_list.append({"arm_id": f"arm{len(arm_list)}", "prompt": prompt})
+        try:
+            campaign = parse_campaign(campaign_doc(arms=arm_list))
+        except ConfigError:
+            break
+    assert len(campaign.arms) > 1
+    assert campaign_to_proto(campaign).ByteSize() < 200 * 1024
+
+
+def test_error_messages_repeat_at_most_80_characters_of_a_value_or_key() -> None:
+    long = "x" * 100_000
+    for doc in (
+        campaign_doc(campaign_id=long),
+        campaign_doc(trigger_events=[long + "\n"]),
+        campaign_doc(response_window=long),
+        campaign_doc(updated_at=long),
+        campaign_doc(arms=[{"arm_id": "a", "prompt": {"data": {long: "v"}}}]),
+        campaign_doc(**{long: 1}),
+        campaign_doc(arms=arms(200), control_arm_id="nope"),
+    ):
+        error = error_of(parse_campaign, doc)
+        assert len(str(error)) < 400, str(error)[:500]
+    for policy in ({"channel_daily_caps": {long: 1}}, {"quiet_hours_end": long}):
+        error = error_of(parse_app, {"app_id": "a", "policy": policy})
+        assert len(str(error)) < 400, str(error)[:500]
+
+
 def test_exploration_floor_zero_means_default_and_half_is_allowed() -> None:
     assert parse_campaign(campaign_doc(exploration_floor=0)).exploration_floor == 0.05
     assert parse_campaign(campaign_doc(exploration_floor=0.5)).exploration_floor == 0.5
@@ -685,6 +743,56 @@ apps:
     assert apps[0].policy.quiet_end == dt.time(7, 30)
     assert apps[0].policy.daily_cap == 4
     assert apps[0].policy.backoff_factor == 1.5
+
+
+def test_yaml_refuses_a_key_given_twice_naming_the_path_and_lines() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_yaml(
+            """
+apps:
+  - app_id: fit-app
+    policy:
+      daily_cap: 1
+      min_interval: 1h
+      daily_cap: 50
+"""
+        )
+    assert info.value.path == "apps[0].policy.daily_cap"
+    assert "duplicate key 'daily_cap' at line 7" in info.value.message
+    assert "first given at line 5" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("apps: []\ncampaigns: []\napps: []\n", "apps"),
+        ("campaigns:\n  - {app_id: a, app_id: b}\n", "campaigns[0].app_id"),
+        ("apps:\n  - app_id: a\n    'app_id': b\n", "apps[0].app_id"),
+    ],
+)
+def test_yaml_duplicate_keys_anywhere(text: str, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_yaml(text)
+    assert info.value.path == path
+    assert "duplicate key" in info.value.message
+
+
+def test_yaml_merge_keys_may_be_overridden() -> None:
+    doc = load_yaml(
+        """
+defaults: &defaults {daily_cap: 1, min_interval: 1h}
+apps:
+  - app_id: a
+    policy:
+      <<: *defaults
+      daily_cap: 5
+  - app_id: b
+    policy: *defaults
+"""
+    )
+    assert isinstance(doc, dict)
+    assert doc["apps"][0]["policy"] == {"daily_cap": 5, "min_interval": "1h"}
+    assert doc["apps"][1]["policy"] == {"daily_cap": 1, "min_interval": "1h"}
 
 
 def test_yaml_syntax_error_names_the_line() -> None:

@@ -1,6 +1,7 @@
 """Local days and quiet hours across DST changes and midnight."""
 
 import datetime as dt
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -96,6 +97,112 @@ def test_zone_names() -> None:
     assert zone("Asia/Tokyo") is not None
     for bad in ("", "Mars/Olympus", "../../etc/passwd", "/etc/localtime", "x" * 100):
         assert zone(bad) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["localtime", "posixrules", "Factory", "right/UTC", "posix/Europe/Berlin", "Europe/"]
+)
+def test_files_of_the_zone_database_that_are_not_iana_zones_are_refused(name: str) -> None:
+    # "localtime" would be the host's own zone; the others are copies or placeholders.
+    assert zone(name) is None
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "Europe/Berlin", "US/Pacific", "Europe/Kiev"])
+def test_iana_names_and_links_are_zones(name: str) -> None:
+    tz = zone(name)
+    assert tz is not None and tz.key == name
+
+
+def test_looking_up_a_zone_is_fast_once_the_names_are_read() -> None:
+    zone("Europe/Berlin")
+    started = time.perf_counter()
+    for i in range(10_000):
+        zone(f"Nowhere/{i}")  # not cached by lru_cache's hits: each is a set lookup
+    assert time.perf_counter() - started < 0.5
+
+
+# --- quiet hours on the nights the clocks change ------------------------------------------------
+# Europe/Berlin: 2026-03-29 02:00 CET -> 03:00 CEST (01:00Z); 2026-10-25 03:00 CEST -> 02:00 CET
+# (01:00Z). America/Los_Angeles: 2026-03-08 02:00 PST -> 03:00 PDT (10:00Z); 2026-11-01 02:00 PDT
+# -> 01:00 PST (09:00Z).
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("tz", "end", "now", "ends_at"),
+    [
+        # Berlin fall-back, quiet 22:00-02:30. In the second pass of the repeated hour (02:10
+        # CET) the 02:30 of the first pass (00:30Z) is over: they end at 02:30 CET.
+        (BERLIN, dt.time(2, 30), utc(2026, 10, 25, 1, 10), utc(2026, 10, 25, 1, 30)),
+        # In the first pass (02:10 CEST) they end at 02:30 CEST.
+        (BERLIN, dt.time(2, 30), utc(2026, 10, 25, 0, 10), utc(2026, 10, 25, 0, 30)),
+        # Before the change (01:00 CEST), the first 02:30 comes first.
+        (BERLIN, dt.time(2, 30), utc(2026, 10, 24, 23, 0), utc(2026, 10, 25, 0, 30)),
+        # The clock shows 02:00 again at 01:00Z: quiet hours again, until 02:30 CET.
+        (BERLIN, dt.time(2, 30), utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 1, 30)),
+        # Los Angeles fall-back, quiet 22:00-01:30: 01:10 PST (second pass) ends at 01:30 PST.
+        (LA, dt.time(1, 30), utc(2026, 11, 1, 9, 10), utc(2026, 11, 1, 9, 30)),
+        (LA, dt.time(1, 30), utc(2026, 11, 1, 8, 10), utc(2026, 11, 1, 8, 30)),
+        # Spring-forward: 02:30 never happens; quiet hours end when the clock jumps past it.
+        (BERLIN, dt.time(2, 30), utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 0)),
+        (LA, dt.time(2, 30), utc(2026, 3, 8, 9, 30), utc(2026, 3, 8, 10, 0)),
+        (LA, dt.time(2, 0), utc(2026, 3, 8, 9, 59, 59), utc(2026, 3, 8, 10, 0)),
+    ],
+)
+def test_quiet_hours_ending_in_the_hour_the_clocks_change(
+    tz: ZoneInfo, end: dt.time, now: dt.datetime, ends_at: dt.datetime
+) -> None:
+    q = quiet_hours(now, tz, dt.time(22, 0), end)
+    assert q.active
+    assert q.ends_at == ends_at
+
+
+def test_between_the_two_passes_of_the_end_time_it_is_not_quiet() -> None:
+    # 02:40 CEST: past the first 02:30, before the clock goes back to 02:00.
+    assert not quiet_hours(utc(2026, 10, 25, 0, 40), BERLIN, dt.time(22, 0), dt.time(2, 30)).active
+
+
+@pytest.mark.parametrize(
+    ("tz", "night"),
+    [
+        (BERLIN, dt.date(2026, 3, 28)),
+        (BERLIN, dt.date(2026, 10, 24)),
+        (LA, dt.date(2026, 3, 7)),
+        (LA, dt.date(2026, 10, 31)),
+    ],
+)
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (dt.time(22, 0), dt.time(2, 30)),
+        (dt.time(22, 0), dt.time(1, 30)),
+        (dt.time(22, 0), dt.time(2, 0)),
+        (dt.time(22, 0), dt.time(3, 0)),
+        (dt.time(2, 15), dt.time(2, 45)),
+        (dt.time(2, 40), dt.time(2, 10)),
+    ],
+)
+def test_quiet_hours_last_exactly_until_they_end_on_dst_nights(
+    tz: ZoneInfo, night: dt.date, start: dt.time, end: dt.time
+) -> None:
+    # Whenever quiet hours are active, they stay active up to the instant they are said to end,
+    # and are over at that instant: the end is never in the past, nor later than needed.
+    first = dt.datetime.combine(night, dt.time(20, 0), tz).astimezone(UTC)
+    for step in range(0, 12 * 60, 5):
+        now = first + dt.timedelta(minutes=step)
+        q = quiet_hours(now, tz, start, end)
+        if not q.active:
+            continue
+        assert q.ends_at is not None and q.ends_at > now
+        assert not quiet_hours(q.ends_at, tz, start, end).active
+        probe, stride = now, max(dt.timedelta(minutes=7), (q.ends_at - now) / 30)
+        while probe < q.ends_at:
+            assert quiet_hours(probe, tz, start, end).active, (now, probe, q.ends_at)
+            probe += stride
+        assert quiet_hours(q.ends_at - dt.timedelta(seconds=1), tz, start, end).active
 
 
 def test_millisecond_round_trip() -> None:

@@ -357,6 +357,21 @@ def test_query_validation_names_the_field() -> None:
     assert dict(query.segment) == {"platform": "ios", "requested_channel": "push"}
 
 
+def test_query_ids_and_segments_are_checked_and_never_echoed_whole() -> None:
+    long = "x" * 100_000
+    for app_id, campaign_id, segment, field in (
+        ("sh\x00op", "streak", {}, "app_id"),
+        ("shop", long, {}, "campaign_id"),
+        ("shop", "streak", {long: "1"}, "segment." + "x" * 80),
+        ("shop", "streak", {"platform": long}, "segment.platform"),
+        ("shop", "streak", {"surface": "home\x00"}, "segment.surface"),
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            validate_query(app_id, campaign_id, segment=segment)
+        assert info.value.field == field
+        assert len(str(info.value)) < 400
+
+
 def test_segment_pairs_are_parsed() -> None:
     assert parse_segment(["platform=ios", "locale=de-DE", "surface="]) == {
         "platform": "ios",
