@@ -202,7 +202,8 @@ for _, cand in ipairs(candidates) do
     redis.call('LPUSH', KEYS[5], at)
     redis.call('LTRIM', KEYS[5], 0, math.max(rolling_cap, 4) - 1)
     redis.call('EXPIRE', KEYS[5], state_ttl)
-    redis.call('HSET', KEYS[4], 'c', cand.c, 'a', cand.a, 't', now, 'aw', cand.aw, 'm', cand.m,
+    -- Outcomes and the attribution window count from when the prompt reaches the user.
+    redis.call('HSET', KEYS[4], 'c', cand.c, 'a', cand.a, 't', at, 'aw', cand.aw, 'm', cand.m,
       'ch', policy.ch)
     redis.call('EXPIRE', KEYS[4], decision_ttl)
     -- Next eligible: after the interval, and after the day when its cap is now used up.

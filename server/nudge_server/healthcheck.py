@@ -44,9 +44,14 @@ def check(target: str, timeout_s: float, service: str = "") -> tuple[bool, str]:
     return answer.status == health_pb2.HealthCheckResponse.SERVING, status
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] = os.environ,
+    prog: str = "python -m nudge_server.healthcheck",
+    description: str | None = __doc__,
+) -> int:
     """The CLI: 0 when SERVING, 1 otherwise (the reason is logged to stderr)."""
-    parser = argparse.ArgumentParser(prog="python -m nudge_server.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--target", default=default_target(env), help="HOST:PORT to probe")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
     parser.add_argument("--service", default="", help='health service name ("" = the server)')

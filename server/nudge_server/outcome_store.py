@@ -23,12 +23,25 @@ INSERT INTO outcomes (decision_id, app_id, user_id, campaign_id, arm_id, type, v
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (decision_id, type) DO NOTHING
 """
-# Shown decisions whose response window has closed with no response and no ignore yet.
-# Only deadlines within the lookback are scanned, so the scan stays bounded as the log grows.
+# Shown decisions whose response window has closed with no response and no ignore yet. A push
+# counts as shown only once it reached a device ('sent', or 'unknown': possibly sent), and its
+# window starts at its first send; a push that reached no device is never ignored. Only
+# deadlines within the lookback are scanned, so the scan stays bounded as the log grows.
 DUE_FOR_IGNORE = """
-SELECT d.decision_id, d.app_id, d.user_id, d.campaign_id, d.arm_id, d.response_deadline
+SELECT d.decision_id, d.app_id, d.user_id, d.campaign_id, d.arm_id, w.closes_at
 FROM decisions d
+LEFT JOIN LATERAL (
+    SELECT min(coalesce(p.sent_at, p.updated_at)) AS first_sent
+    FROM push_deliveries p
+    WHERE p.job_id = d.decision_id AND p.status IN ('sent', 'unknown')
+) s ON d.channel = 'push'
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN d.channel = 'push'
+                THEN s.first_sent + (d.response_deadline - coalesce(d.deliver_at, d.decided_at))
+                ELSE d.response_deadline END AS closes_at
+) w
 WHERE d.show AND d.response_deadline <= $1 AND d.response_deadline > $2
+  AND w.closes_at <= $1
   AND NOT EXISTS (
       SELECT 1 FROM outcomes o
       WHERE o.decision_id = d.decision_id AND o.type IN ('tap', 'dismiss', 'conversion', 'ignore'))
@@ -123,7 +136,7 @@ class OutcomeStore:
                 r["user_id"],
                 r["campaign_id"],
                 r["arm_id"],
-                r["response_deadline"],
+                r["closes_at"],
             )
             for r in rows
         ]

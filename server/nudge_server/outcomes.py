@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .decision_log import LogWriter, OutcomeRow
+from .decision_log import OutcomeRow
 from .decisions import Clock
 from .errors import FailedPrecondition, InvalidArgument, NotFound, StoreUnavailable
 from .ids import Owner, issued_at, owner_of
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 #: How long a decision may take to reach the log (batching, a short database hiccup): an unknown
 #: decision younger than this answers UNAVAILABLE (retry) rather than NOT_FOUND.
 LOG_LAG = dt.timedelta(seconds=30)
+#: Servers' clocks may differ by this much; an id "issued" further in the future is not ours.
+CLOCK_SKEW = dt.timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,13 @@ class OutcomeRecorder:
         self,
         apps: Callable[[], Mapping[str, App]],
         store: ThrottleStore,
-        decisions: OutcomeStore,
-        log_writer: LogWriter,
+        outcomes: OutcomeStore,
         settings: DecisionSettings,
         clock: Clock = utc_now,
     ) -> None:
         self._apps = apps
         self._store = store
-        self._decisions = decisions
-        self._log = log_writer
+        self._decisions = outcomes
         self._settings = settings
         self._clock = clock
 
@@ -57,8 +57,9 @@ class OutcomeRecorder:
         """Applies one outcome, at most once per decision and type.
 
         Redis first (the decision record dedups and tells what to learn), then the bandit's
-        statistics (deduped per decision), then the log row (deduped by the database): a retry
-        after a crash at any point repeats the missing steps and counts nothing twice.
+        statistics (deduped per decision), then the outcome row, written before the answer
+        (deduped by the database): a retry after a crash at any point repeats the missing steps
+        and counts nothing twice, and an acknowledged outcome is never lost.
         """
         if outcome.app_id not in self._apps():
             raise NotFound(f"app_id: app {outcome.app_id!r} is not configured")
@@ -79,9 +80,13 @@ class OutcomeRecorder:
         if effect.status == "missing":
             return await self._report_unknown_to_redis(outcome, at, received_at)
         if effect.status == "early":
-            raise InvalidArgument("occurred_at", "is earlier than the decision it reports on")
+            raise InvalidArgument(
+                "occurred_at", "is earlier than the decision (or its push's delivery time)"
+            )
         await self._store.learn(outcome.app_id, outcome.decision_id, effect)
-        self._log.add_outcome(
+        # Written before the answer, so an acknowledged outcome survives a crash; if this fails
+        # the caller retries, and the steps above repeat without counting twice.
+        await self._decisions.insert_outcome(
             self._row(outcome, effect.campaign_id, effect.arm_id, at, received_at, effect.reward)
         )
         if effect.late:
@@ -94,7 +99,8 @@ class OutcomeRecorder:
         """An outcome for a decision Redis has no record of: a "no", an expired record, or an
         unknown id. Only the log can tell; nothing is learned."""
         logged = await self._decisions.find_decision(outcome.app_id, outcome.decision_id)
-        if logged is None and received_at - issued_at(outcome.decision_id) < LOG_LAG:
+        age = received_at - issued_at(outcome.decision_id)
+        if logged is None and -CLOCK_SKEW <= age < LOG_LAG:
             # Made moments ago and still in some server's log buffer: worth a retry.
             raise StoreUnavailable(
                 f"decision_id: decision {outcome.decision_id} is not in the log yet; retry shortly"

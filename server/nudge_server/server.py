@@ -142,7 +142,7 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
             lambda: config.snapshot, policies, store, log_writer, settings.decision
         )
         outcomes = OutcomeRecorder(
-            lambda: config.snapshot.apps, store, OutcomeStore(pool), log_writer, settings.decision
+            lambda: config.snapshot.apps, store, OutcomeStore(pool), settings.decision
         )
         await stack.enter_async_context(
             IgnoreSweeper(pool, store, interval_s=settings.decision.sweep_interval_s)

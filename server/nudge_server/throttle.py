@@ -136,7 +136,15 @@ def build_call(
     """The arguments of decide.lua for this decision."""
     tag = keys.user_tag(app_id, user_id)
     today = local_day(now, tz)
-    longest_window = max((c.campaign.attribution_window_s for c in candidates), default=0)
+    # A granted decision's record must outlive its delivery plus the longer of its windows.
+    record_life = max(
+        (
+            max(0, int((c.deliver_at - now).total_seconds()) if c.deliver_at else 0)
+            + max(c.campaign.attribution_window_s, c.campaign.effective_response_window_s)
+            for c in candidates
+        ),
+        default=0,
+    )
     policy_doc = {
         "cap": policy.daily_cap,
         "min": policy.min_interval_s * 1000,
@@ -193,7 +201,7 @@ def build_call(
             to_ms(today.ends_at),
             keys.DAY_TTL_MARGIN_S,
             keys.USER_STATE_TTL_S,
-            longest_window + keys.DECISION_TTL_MARGIN_S,
+            record_life + keys.DECISION_TTL_MARGIN_S,
             keys.REQUEST_TTL_S,
             json.dumps(policy_doc, separators=(",", ":")),
             json.dumps(candidate_docs, separators=(",", ":")),

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
+from fakes.apns import Reply
 from fakes.harness import (
     ANDROID_TOKEN,
     IOS_TOKEN,
@@ -28,6 +30,9 @@ from fakes.harness import (
 )
 from nudge_server.delivery.jobs import JobStore
 from nudge_server.model import Platform, QuietHoursPolicy
+from nudge_server.settings import RedisSettings
+from nudge_server.sweeper import IgnoreSweeper
+from nudge_server.throttle_store import ThrottleStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -188,10 +193,10 @@ async def test_expired_jobs_and_users_without_devices_fail_without_a_send(
 
 
 async def test_an_undelivered_push_never_counts_as_shown(
-    pg_pool: asyncpg.Pool, fakes: Providers
+    pg_pool: asyncpg.Pool, fakes: Providers, redis_client: aioredis.Redis
 ) -> None:
     """The ignore sweeper counts a shown prompt without a response as ignored (a pull for the
-    bandit) after its response window: a push that reached no device loses its window, and a
+    bandit) after its response window: a push that reached no device is never ignored, and a
     sent one's window starts when it was sent."""
     await add_app(pg_pool)
     await add_device(pg_pool, "has-phone", Platform.IOS, IOS_TOKEN)
@@ -200,14 +205,18 @@ async def test_an_undelivered_push_never_counts_as_shown(
     lonely = await add_job(pg_pool, "nobody")
     async with in_process_worker(pg_pool, fakes) as worker:
         await worker.run_once()
-    async with pg_pool.acquire() as conn:
-        deadlines = {
-            r["decision_id"]: r["response_deadline"]
-            for r in await conn.fetch("SELECT decision_id, response_deadline FROM decisions")
-        }
-    assert deadlines[lonely] is None
     sent_at = (await deliveries(pg_pool, sent))["ios"]["sent_at"]
-    assert deadlines[sent] == sent_at + dt.timedelta(hours=24)
+    store = ThrottleStore(redis_client, RedisSettings())
+    window_closes = sent_at + dt.timedelta(hours=24)
+
+    async def sweep_at(now: dt.datetime) -> set[uuid.UUID]:
+        await IgnoreSweeper(pg_pool, store, clock=lambda: now).sweep_once()
+        rows = await pg_pool.fetch("SELECT decision_id FROM outcomes WHERE type = 'ignore'")
+        return {r["decision_id"] for r in rows}
+
+    assert await sweep_at(window_closes - dt.timedelta(seconds=1)) == set()
+    assert await sweep_at(window_closes + dt.timedelta(days=2)) == {sent}
+    assert lonely not in await sweep_at(window_closes + dt.timedelta(days=2))
 
 
 async def test_the_worker_stops_gracefully(pg_pool: asyncpg.Pool, fakes: Providers) -> None:
@@ -225,3 +234,22 @@ async def test_the_worker_stops_gracefully(pg_pool: asyncpg.Pool, fakes: Provide
     # The send in flight was allowed to finish and to be recorded.
     assert (await deliveries(pg_pool, job))["ios"]["status"] == "sent"
     assert (await job_row(pg_pool, job))["claimed_by"] is None
+
+
+async def test_a_token_that_moved_to_another_user_never_gets_the_previous_users_push(
+    pg_pool: asyncpg.Pool, fakes: Providers
+) -> None:
+    await add_app(pg_pool)
+    await add_device(pg_pool, "seller", Platform.IOS, IOS_TOKEN)
+    fakes.apns.script(IOS_TOKEN, Reply(503, "ServiceUnavailable"))
+    job = await add_job(pg_pool, "seller")
+    async with in_process_worker(pg_pool, fakes) as worker:
+        await worker.run_once()  # a transient failure: the delivery waits for its retry
+        assert (await deliveries(pg_pool, job))["ios"]["status"] == "retrying"
+        # The phone is resold: the new owner registers the same token before the retry.
+        await add_device(pg_pool, "buyer", Platform.IOS, IOS_TOKEN)
+        fakes.clock.advance(2)
+        await worker.run_once()
+    assert [r.status for r in fakes.apns.requests] == [503]  # never sent again
+    row = (await deliveries(pg_pool, job))["ios"]
+    assert row["status"] == "skipped" and "another user" in row["error"]

@@ -116,7 +116,7 @@ async def make_service(
         yield Service(
             DecisionEngine(lambda: snapshot, policies, store, log_writer, settings, clock=clock),
             OutcomeRecorder(
-                lambda: snapshot.apps, store, OutcomeStore(pool), log_writer, settings, clock=clock
+                lambda: snapshot.apps, store, OutcomeStore(pool), settings, clock=clock
             ),
             log_writer,
             IgnoreSweeper(pool, store, clock=clock),
@@ -197,6 +197,9 @@ async def test_a_tap_on_a_no_is_refused_and_unknown_decisions_are_not_found(
     # An unknown id issued a moment ago may still be in a log buffer: retry, not "not found".
     with pytest.raises(StoreUnavailable, match="retry"):
         await service.report("busy", new_decision_id("app", "busy", START), OutcomeType.TAP)
+    future = new_decision_id("app", "busy", START + dt.timedelta(hours=1))
+    with pytest.raises(NotFound):
+        await service.report("busy", future, OutcomeType.TAP)
     with pytest.raises(InvalidArgument, match="another user"):
         await service.report("someone-else", no.decision_id, OutcomeType.TAP)
 

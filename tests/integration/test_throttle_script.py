@@ -409,3 +409,46 @@ async def test_a_request_id_reused_for_another_request_is_refused(
         )
     again = await decide(store, MORNING, request_id="same")
     assert again.replayed and again.decision_id == first.decision_id
+
+
+async def test_the_attribution_window_of_a_delayed_push_starts_at_delivery(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = store_for(redis_client)
+    delayed = Campaign(
+        app_id="app",
+        campaign_id="later",
+        arms=(Arm("in-10s", Prompt(title="Hi"), delay_s=10),),
+        trigger_events=frozenset({"opened"}),
+        channel=Channel.PUSH,
+        attribution_window_s=5,
+    )
+    screening = screen(
+        (delayed,), app_id="app", user_id="u", now=MORNING, tz=TOKYO, policy=DEFAULT_POLICY
+    )
+    deliver_at = MORNING + dt.timedelta(seconds=10)
+    call = build_call(
+        app_id="app",
+        user_id="u",
+        decision_id=str(uuid.uuid4()),
+        client_request_id="",
+        fingerprint="f",
+        now=MORNING,
+        tz=TOKYO,
+        policy=DEFAULT_POLICY,
+        channel=Channel.PUSH,
+        candidates=[Candidate(delayed, delayed.arms[0], 1.0, deliver_at)],
+        screening=screening,
+    )
+    granted = await store.decide(call)
+    assert granted.show and granted.deliver_at == deliver_at
+    before = await store.record_outcome(
+        "app", "u", granted.decision_id, "tap", to_ms(MORNING + dt.timedelta(seconds=5))
+    )
+    assert before.status == "early"
+    tap = await store.record_outcome(
+        "app", "u", granted.decision_id, "tap", to_ms(deliver_at + dt.timedelta(seconds=3))
+    )
+    assert tap.status == "ok" and tap.reward
+    ttl = await redis_client.ttl(call.keys[3])
+    assert ttl >= 10 + 86400  # the delay plus the (longer) response window, 24 h for a push

@@ -117,7 +117,12 @@ async def _replay(args: argparse.Namespace) -> int:
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `nudge worker` and `nudge deadletter` to the `nudge` command."""
     worker = commands.add_parser(
-        "worker", help="run the push delivery worker (APNs, FCM) until SIGTERM"
+        "worker",
+        help="run the push delivery worker (APNs, FCM) until SIGTERM",
+        description="Sends the queued push jobs of every app in NUDGE_DATABASE_URL through APNs "
+        "and FCM, configured by the NUDGE_APNS_*, NUDGE_FCM_*, NUDGE_WORKER_* and NUDGE_PUSH_* "
+        "variables (README: Push delivery). A provider left unconfigured dead-letters its "
+        "deliveries: do not point an unconfigured worker at a database others rely on.",
     )
     worker.set_defaults(run=_worker, sync=True)
 

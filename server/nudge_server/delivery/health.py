@@ -94,7 +94,13 @@ class WorkerHealth:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     """The worker's probe: `nudge_server.healthcheck` with the worker's port as default."""
     listen = env.get("NUDGE_WORKER_HEALTH_LISTEN") or DEFAULT_LISTEN
-    return healthcheck.main(argv, {**env, "NUDGE_LISTEN": listen})
+    return healthcheck.main(
+        argv,
+        {**env, "NUDGE_LISTEN": listen},
+        prog="python -m nudge_server.delivery.health",
+        description="Probes the push worker's gRPC health service (NUDGE_WORKER_HEALTH_LISTEN, "
+        "default 127.0.0.1:50052): exit 0 when SERVING, 1 otherwise.",
+    )
 
 
 if __name__ == "__main__":

@@ -73,17 +73,6 @@ UPDATE push_jobs SET status = $3, run_after = $4, claimed_by = NULL, lease_until
                      last_error = $5, updated_at = $6
 WHERE {_HELD}
 """
-# A push's response window (after which the ignore sweeper counts it as ignored, a pull for the
-# bandit) starts when it is sent: it moves to the first send; a push that reached no device
-# loses it, so that it never counts as shown. 'unknown' keeps it (possibly shown).
-_RESPONSE_WINDOW = """
-UPDATE decisions d
-SET response_deadline = CASE WHEN $2 = 'sent'
-    THEN s.first_sent + (d.response_deadline - coalesce(d.deliver_at, d.decided_at)) END
-FROM (SELECT min(sent_at) AS first_sent FROM push_deliveries WHERE job_id = $1) s
-WHERE d.decision_id = $1 AND d.response_deadline IS NOT NULL
-  AND ($2 <> 'sent' OR s.first_sent IS NOT NULL)
-"""
 _CREATE_DELIVERIES = """
 INSERT INTO push_deliveries (job_id, device_id, created_at, updated_at)
 SELECT $1, d.device_id, $4, $4 FROM devices d
@@ -102,21 +91,28 @@ _ORPHAN_TO_UNKNOWN = """
 UPDATE push_deliveries SET status = 'unknown', error = $4, updated_at = $5
 WHERE job_id = $1 AND device_id = $2 AND status = 'sending' AND attempt_id IS NOT DISTINCT FROM $3
 """
+# A device is sent to only while it is active AND still registered to the job's user: a token
+# that moved to another user (a resold phone) must never get the previous user's prompt.
 _MARK_SENDING = f"""
 UPDATE push_deliveries p
 SET status = 'sending', attempt_id = $3, worker = $4, attempts = p.attempts + 1, updated_at = $5
 FROM devices d
 WHERE p.job_id = $1 AND p.device_id = $2 AND p.status IN ('pending', 'retrying')
   AND d.device_id = p.device_id AND d.status = 'active'
-  AND EXISTS (SELECT 1 FROM push_jobs WHERE {_HELD.replace("$2", "$4")})
+  AND EXISTS (SELECT 1 FROM push_jobs WHERE {_HELD.replace("$2", "$4")}
+              AND push_jobs.app_id = d.app_id AND push_jobs.user_id = d.user_id)
 RETURNING p.attempts
 """
 _SKIP_INACTIVE = """
-UPDATE push_deliveries p SET status = 'skipped', error = 'device ' || d.status, updated_at = $3
-FROM devices d
+UPDATE push_deliveries p
+SET status = 'skipped', updated_at = $3,
+    error = CASE WHEN d.status <> 'active' THEN 'device ' || d.status
+                 ELSE 'device moved to another user' END
+FROM devices d, push_jobs j
 WHERE p.job_id = $1 AND p.device_id = $2 AND p.status IN ('pending', 'retrying')
-  AND d.device_id = p.device_id AND d.status <> 'active'
-RETURNING d.status
+  AND d.device_id = p.device_id AND j.job_id = p.job_id
+  AND (d.status <> 'active' OR d.app_id <> j.app_id OR d.user_id <> j.user_id)
+RETURNING CASE WHEN d.status <> 'active' THEN d.status ELSE 'moved to another user' END
 """
 _RECORD = """
 UPDATE push_deliveries
@@ -304,8 +300,6 @@ class JobStore:
             )
             if done and event:
                 await conn.execute(_EVENT, job.job_id, None, status, detail, self.worker_id, now)
-            if done and status in FINAL and status != "unknown":
-                await conn.execute(_RESPONSE_WINDOW, job.job_id, status)
         return bool(done)
 
     # --- deliveries ----------------------------------------------------------------------------
