@@ -34,6 +34,24 @@ MIN_ESS_SHARE = 0.01
 #: Warn when one row's importance weight exceeds this.
 MAX_WEIGHT = 100.0
 
+#: Short codes of the per-policy warnings (`PolicyEstimate.warning_codes`), with their meaning.
+NO_ROWS = "no-rows"
+NO_WEIGHT = "no-weight"
+LOW_ESS = "ess<100"
+LOW_ESS_SHARE = "ess<1%"
+BIG_WEIGHT = "w>100"
+CONSTANT_REWARD = "const"
+UNSUPPORTED = "unsupported"
+WARNING_CODES: tuple[tuple[str, str], ...] = (
+    (NO_ROWS, "no usable rows: nothing can be estimated"),
+    (NO_WEIGHT, "no logged row has a positive weight: SNIPS is undefined"),
+    (LOW_ESS, f"effective sample size below {MIN_ESS:g}"),
+    (LOW_ESS_SHARE, f"effective sample size below {MIN_ESS_SHARE:.0%} of the rows"),
+    (BIG_WEIGHT, f"an importance weight above {MAX_WEIGHT:g}: a few rows dominate"),
+    (CONSTANT_REWARD, "every weighted row has the same reward: the standard errors say nothing"),
+    (UNSUPPORTED, "the policy chooses arms never logged: no estimator sees them"),
+)
+
 REWARD_MODEL = (
     "per-arm mean of the logged rewards (overall mean for an arm never logged), fitted on the "
     "same rows, no cross-fitting"
@@ -99,6 +117,8 @@ class PolicyEstimate:
     #: Probability the policy puts on arms that never appear in the log (unsupported).
     unsupported_mass: float
     warnings: tuple[str, ...]
+    #: One short code per warning, in the same order (see WARNING_CODES).
+    warning_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,7 +186,9 @@ def evaluate(
     if n == 0:
         warnings.append("no usable rows: nothing can be estimated")
         empty = tuple(
-            PolicyEstimate(pol.name, None, None, None, 0.0, 0.0, 1.0, ("no usable rows",))
+            PolicyEstimate(
+                pol.name, None, None, None, 0.0, 0.0, 1.0, ("no usable rows",), (NO_ROWS,)
+            )
             for pol in policies
         )
         return OffPolicyReport(total, 0, n_excluded, excluded, None, empty, tuple(warnings))
@@ -213,30 +235,48 @@ def _evaluate_one(
     unsupported = float(target[counts == 0].sum())
 
     warnings: list[str] = []
+    codes: list[str] = []
+
+    def warn(code: str, text: str) -> None:
+        codes.append(code)
+        warnings.append(text)
+
     if weight_sum == 0:
-        warnings.append("no logged row has a positive weight: SNIPS is undefined")
+        warn(NO_WEIGHT, "no logged row has a positive weight: SNIPS is undefined")
     if ess < MIN_ESS:
-        warnings.append(f"effective sample size {ess:.1f} is below {MIN_ESS:g}")
+        warn(LOW_ESS, f"effective sample size {ess:.1f} is below {MIN_ESS:g}")
     if ess < MIN_ESS_SHARE * n:
-        warnings.append(
-            f"effective sample size {ess:.1f} is below {MIN_ESS_SHARE:.0%} of the {n} rows"
+        warn(
+            LOW_ESS_SHARE,
+            f"effective sample size {ess:.1f} is below {MIN_ESS_SHARE:.0%} of the {n} rows",
         )
     if max_weight > MAX_WEIGHT:
-        warnings.append(
+        warn(
+            BIG_WEIGHT,
             f"largest importance weight {max_weight:.1f} exceeds {MAX_WEIGHT:g}: a few rows "
-            "dominate the estimate"
+            "dominate the estimate",
         )
     weighted = r[w > 0]
     if weighted.size and (weighted == weighted[0]).all():
-        warnings.append(
+        warn(
+            CONSTANT_REWARD,
             f"every one of the {weighted.size} rows the policy weights has reward "
-            f"{weighted[0]:g}: the standard errors are 0 and the intervals say nothing"
+            f"{weighted[0]:g}: the standard errors are 0 and the intervals say nothing",
         )
     if unsupported > 0:
-        warnings.append(
+        warn(
+            UNSUPPORTED,
             f"the policy puts {unsupported:.0%} of its choices on arms never logged: no "
-            "estimator sees them (IPS counts them as zero reward, DR as the reward model's guess)"
+            "estimator sees them (IPS counts them as zero reward, DR as the reward model's guess)",
         )
     return PolicyEstimate(
-        policy.name, ips, snips, dr, ess, max_weight, unsupported, tuple(warnings)
+        policy.name,
+        ips,
+        snips,
+        dr,
+        ess,
+        max_weight,
+        unsupported,
+        tuple(warnings),
+        tuple(codes),
     )

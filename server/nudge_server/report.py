@@ -6,10 +6,21 @@ turns them into an `ArmReport`. Definitions (also in the README's "Arm reports" 
 - A campaign's *decisions* are its shown (granted) decisions in [start, end) that match the
   segment; an arm's decisions are those in which the bandit chose it. Impressions, taps,
   dismissals, conversions and ignores count the decisions with that outcome (outcomes are
-  exactly-once per decision and type); every rate is per shown decision.
+  exactly-once per decision and type); those rates are per shown decision.
+- A decision is *resolved* once it has any outcome (an impression, tap, dismissal, conversion,
+  or the sweeper's ignore when its response window closed): that is when the bandit counts it
+  as a pull. *Unresolved* decisions have no outcome yet (for ever, when nobody reports one and
+  the campaign has no response window); they are not trials.
 - *Rewards* are the outcomes the service counted as the bandit's reward (`outcomes.rewarded`:
-  the campaign's reward metric within its attribution window, once per decision). The posterior
-  of an arm's reward rate is Beta(1 + rewards, 1 + decisions - rewards).
+  the campaign's reward metric within its attribution window, once per decision). The reward
+  rate is rewards per resolved decision; its posterior is Beta(1 + rewards, 1 + resolved -
+  rewards), the bandit's own. The chi-square test, the comparisons with the control and
+  probability-best use the same counts.
+- The *sample-ratio check* compares each arm's shown decisions with the count the logged policy
+  implies. Decisions logged with a policy snapshot (the full distribution their arm was drawn
+  from) give the expected count of arm k, sum_i pi_i(k), and Pearson's goodness of fit
+  (`stats.snapshot_sample_ratio_check`); older decisions, with only the chosen arm's
+  propensity, get the inverse-propensity check (`stats.sample_ratio_check`), reported apart.
 - *Users* of the campaign are those who triggered it (one of its trigger events on its channel)
   in the range and segment. The stable hash of `throttle.in_holdout` splits them into the
   holdout (never shown the campaign) and the treated group (eligible: an intention-to-treat
@@ -51,6 +62,7 @@ from .stats import (
     probability_greater,
     reward_independence,
     sample_ratio_check,
+    snapshot_sample_ratio_check,
     wilson_interval,
 )
 from .throttle import in_holdout
@@ -202,6 +214,34 @@ class ShownDecision:
     conversion: bool = False
     ignore: bool = False
     rewarded: bool = False
+    #: The policy snapshot the arm was drawn from (None for decisions logged before snapshots).
+    policy_snapshot: str | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the decision has any outcome: the bandit has counted it as a pull."""
+        return self.impression or self.tap or self.dismiss or self.conversion or self.ignore
+
+
+@dataclass(frozen=True)
+class PolicyDistribution:
+    """One policy snapshot: the probability with which each arm was drawn."""
+
+    snapshot_id: str
+    arm_ids: tuple[str, ...]
+    probabilities: tuple[float, ...]
+
+    def problem(self) -> str | None:
+        """Why the snapshot cannot be used (None when it can)."""
+        if len(self.arm_ids) != len(self.probabilities) or not self.arm_ids:
+            return "its arm ids and probabilities do not match"
+        if len(set(self.arm_ids)) != len(self.arm_ids):
+            return "it names an arm twice"
+        if any(not math.isfinite(p) or not 0 <= p <= 1 for p in self.probabilities):
+            return "a probability is not in [0, 1]"
+        if not math.isclose(math.fsum(self.probabilities), 1.0, abs_tol=1e-6):
+            return "its probabilities do not sum to 1"
+        return None
 
 
 @dataclass(frozen=True)
@@ -227,6 +267,10 @@ class ReportData:
     users: Sequence[UserFact]
     #: The data's end (see the module docstring); None when the app has no decisions at all.
     data_end: dt.datetime | None
+    #: The policy snapshots the decisions name, by snapshot id.
+    snapshots: Mapping[str, PolicyDistribution] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -239,8 +283,15 @@ class ArmRow:
     arm_id: str
     configured: bool
     is_control: bool
+    #: Shown decisions.
     decisions: int
     share_of_decisions: float | None
+    #: The decisions the sample-ratio check expects of the arm (see `ArmReport.sample_ratio`).
+    expected_decisions: float | None
+    #: Shown decisions with at least one outcome: the bandit's pulls, the posterior's trials.
+    resolved: int
+    #: Shown decisions without any outcome yet.
+    unresolved: int
     impressions: int
     taps: int
     dismissals: int
@@ -252,12 +303,14 @@ class ArmRow:
     conversion_rate: float | None
     ignore_rate: float | None
     rewards: int
+    #: rewards / resolved, with its Wilson interval.
     reward_rate: float | None
     reward_rate_interval: Interval
+    #: Beta(1 + rewards, 1 + resolved - rewards).
     posterior: BetaPosterior
     probability_best: float
     expected_loss: float
-    #: Decisions whose attribution window was still open at the data's end.
+    #: Shown decisions whose attribution window was still open at the data's end.
     pending: int
 
 
@@ -349,6 +402,8 @@ class TimelineBucket:
 
     day: dt.date
     decisions: tuple[int, ...]
+    #: Of them, resolved (probability best uses the cumulative resolved and rewards).
+    resolved: tuple[int, ...]
     rewards: tuple[int, ...]
     share: tuple[float | None, ...]
     probability_best: tuple[float, ...]
@@ -368,6 +423,8 @@ class ArmReport:
     segment: Mapping[str, str]
     data_end: dt.datetime | None
     decisions: int
+    #: Of them, resolved (with an outcome).
+    resolved: int
     arms: tuple[ArmRow, ...]
     best_arm_method: str
     best_arm_draws: int
@@ -375,8 +432,14 @@ class ArmReport:
     best_arm_error: float
     independence: ChiSquare
     versus_control: tuple[ControlComparison, ...]
+    #: Over the shown decisions with a policy snapshot (Pearson); when none has one, over those
+    #: with a usable propensity (inverse-propensity check).
     sample_ratio: SampleRatio
-    #: Shown decisions left out of the sample-ratio check and the off-policy estimates.
+    #: When some decisions have a snapshot and others do not: the inverse-propensity check of
+    #: those without (older decisions); None otherwise.
+    sample_ratio_without_snapshots: SampleRatio | None
+    #: Shown decisions without a usable propensity, left out of the off-policy estimates (and of
+    #: the sample-ratio check unless they have a policy snapshot).
     rows_without_propensity: int
     holdout: Holdout
     cohorts: Cohorts
@@ -404,35 +467,99 @@ def build_report(
 ) -> ArmReport:
     """Assembles the arm report of `campaign` from `data` (fetched for `query`)."""
     warnings: list[str] = []
+    decisions = list(data.decisions)
+    snapshots, snapshot_problems = _usable_snapshots(decisions, data.snapshots)
     configured = [arm.arm_id for arm in campaign.arms]
-    extra = sorted({d.arm_id for d in data.decisions} - set(configured))
+    chosen_ids = {d.arm_id for d in decisions}
+    drawn_ids = {arm_id for s in snapshots.values() for arm_id in s.arm_ids}
+    extra = sorted((chosen_ids | drawn_ids) - set(configured))
     arm_ids = configured + extra
     if extra:
         warnings.append(
-            f"decisions for arms no longer configured: {', '.join(extra)} (reported at the end)"
+            f"arms no longer configured, with decisions or a policy probability in the range: "
+            f"{', '.join(extra)} (reported at the end)"
         )
     index = {arm_id: i for i, arm_id in enumerate(arm_ids)}
     k = len(arm_ids)
-    decisions = list(data.decisions)
     total = len(decisions)
     chosen = np.array([index[d.arm_id] for d in decisions], dtype=int)
 
-    def per_arm(flag: str) -> np.ndarray:
-        values = np.array([bool(getattr(d, flag)) for d in decisions], dtype=float)
-        return np.bincount(chosen, weights=values, minlength=k).astype(int)
+    def per_arm(values: Iterable[bool]) -> np.ndarray:
+        weights = np.fromiter(values, dtype=float, count=total)
+        return np.bincount(chosen, weights=weights, minlength=k).astype(int)
 
     n = np.bincount(chosen, minlength=k).astype(int)
-    impressions, taps = per_arm("impression"), per_arm("tap")
-    dismissals, conversions = per_arm("dismiss"), per_arm("conversion")
-    ignores, rewards = per_arm("ignore"), per_arm("rewarded")
+    resolved = per_arm(d.resolved for d in decisions)
+    impressions, taps = per_arm(d.impression for d in decisions), per_arm(d.tap for d in decisions)
+    dismissals = per_arm(d.dismiss for d in decisions)
+    conversions = per_arm(d.conversion for d in decisions)
+    ignores, rewards = per_arm(d.ignore for d in decisions), per_arm(d.rewarded for d in decisions)
     pending = np.zeros(k, dtype=int)
     if data.data_end is not None:
         window = dt.timedelta(seconds=campaign.attribution_window_s)
         for d in decisions:
             if d.decided_at + window > data.data_end:
                 pending[index[d.arm_id]] += 1
-    posteriors = [beta_posterior(int(rewards[i]), int(n[i])) for i in range(k)]
+    posteriors = [beta_posterior(int(rewards[i]), int(resolved[i])) for i in range(k)]
     best = best_arm([(p.alpha, p.beta) for p in posteriors], draws=draws, seed=seed)
+
+    if total == 0:
+        warnings.append("no shown decisions in the range and segment: nothing to compare")
+    unresolved_total = total - int(resolved.sum())
+    if unresolved_total:
+        warnings.append(
+            f"{unresolved_total} of {total} shown decisions ({unresolved_total / total:.0%}) "
+            "have no outcome yet: like the bandit, the reward rates, posteriors and tests count "
+            f"only the {int(resolved.sum())} resolved ones (a decision resolves at its first "
+            "outcome, or with an ignore once its response window closes)"
+        )
+    if int(pending.sum()):
+        warnings.append(
+            f"{int(pending.sum())} decisions are younger than the attribution window "
+            f"({campaign.attribution_window_s} s) at the data's end: their rewards may still "
+            "arrive, so recent rates are low"
+        )
+
+    independence = reward_independence([int(x) for x in rewards], [int(x) for x in resolved])
+    if independence.p_value is not None and not independence.reliable:
+        warnings.append(f"chi-square test across arms: {independence.note}")
+
+    versus = _versus_control(campaign.control_arm_id, arm_ids, resolved, rewards, posteriors)
+    if campaign.control_arm_id and campaign.control_arm_id not in index:
+        warnings.append(f"control arm {campaign.control_arm_id!r} is not among the arms")
+
+    valid = np.array([_valid_propensity(d.propensity) for d in decisions], dtype=bool)
+    props = np.array(
+        [d.propensity if _valid_propensity(d.propensity) else 1.0 for d in decisions],
+        dtype=float,
+    )
+    if total and _adaptive(chosen[valid], props[valid], k):
+        warnings.append(ADAPTIVE_NOTE)
+    floor = campaign.exploration_floor / len(configured) if configured and not extra else 0.0
+    srm, older_srm = _sample_ratio(
+        decisions, chosen, valid, props, snapshots, snapshot_problems, index, floor, warnings
+    )
+    without = int((~valid).sum()) if total else 0
+    if without:
+        has_snapshot = sum(
+            1
+            for d, ok in zip(decisions, valid, strict=True)
+            if not ok and _snapshot(d, snapshots) is not None
+        )
+        if has_snapshot == 0:
+            checked = " and the sample-ratio check"
+        elif has_snapshot == without:
+            checked = " (their policy snapshots still count in the sample-ratio check)"
+        else:
+            checked = (
+                f"; the {without - has_snapshot} of them without a policy snapshot are left out "
+                "of the sample-ratio check too"
+            )
+        warnings.append(
+            f"{without} shown decisions have no usable propensity (missing, 0 or above 1): "
+            f"left out of the off-policy estimates{checked}"
+        )
+    expected = srm.expected
 
     arms = tuple(
         ArmRow(
@@ -441,6 +568,9 @@ def build_report(
             is_control=arm_id == campaign.control_arm_id,
             decisions=int(n[i]),
             share_of_decisions=_rate(int(n[i]), total),
+            expected_decisions=expected[i],
+            resolved=int(resolved[i]),
+            unresolved=int(n[i] - resolved[i]),
             impressions=int(impressions[i]),
             taps=int(taps[i]),
             dismissals=int(dismissals[i]),
@@ -452,8 +582,8 @@ def build_report(
             conversion_rate=_rate(int(conversions[i]), int(n[i])),
             ignore_rate=_rate(int(ignores[i]), int(n[i])),
             rewards=int(rewards[i]),
-            reward_rate=_rate(int(rewards[i]), int(n[i])),
-            reward_rate_interval=wilson_interval(int(rewards[i]), int(n[i])),
+            reward_rate=_rate(int(rewards[i]), int(resolved[i])),
+            reward_rate_interval=wilson_interval(int(rewards[i]), int(resolved[i])),
             posterior=posteriors[i],
             probability_best=best.probability_best[i],
             expected_loss=best.expected_loss[i],
@@ -461,40 +591,6 @@ def build_report(
         )
         for i, arm_id in enumerate(arm_ids)
     )
-    if total == 0:
-        warnings.append("no shown decisions in the range and segment: nothing to compare")
-    if int(pending.sum()):
-        warnings.append(
-            f"{int(pending.sum())} decisions are younger than the attribution window "
-            f"({campaign.attribution_window_s} s) at the data's end: their rewards may still "
-            "arrive, so recent rates are low"
-        )
-
-    independence = reward_independence([int(x) for x in rewards], [int(x) for x in n])
-    if independence.p_value is not None and not independence.reliable:
-        warnings.append(f"chi-square test across arms: {independence.note}")
-
-    versus = _versus_control(campaign.control_arm_id, arm_ids, n, rewards, posteriors)
-    if campaign.control_arm_id and campaign.control_arm_id not in index:
-        warnings.append(f"control arm {campaign.control_arm_id!r} is not among the arms")
-
-    valid = np.array([_valid_propensity(d.propensity) for d in decisions], dtype=bool)
-    without = int((~valid).sum()) if total else 0
-    if without:
-        warnings.append(
-            f"{without} shown decisions have no usable propensity (missing, 0 or above 1): "
-            "left out of the sample-ratio check and the off-policy estimates"
-        )
-    props = np.array(
-        [d.propensity if _valid_propensity(d.propensity) else 1.0 for d in decisions],
-        dtype=float,
-    )
-    if total and _adaptive(chosen[valid], props[valid], k):
-        warnings.append(ADAPTIVE_NOTE)
-    floor = campaign.exploration_floor / len(configured) if not extra else 0.0
-    srm = sample_ratio_check(chosen[valid], props[valid], k, min_propensity=floor)
-    if srm.mismatch:
-        warnings.append(srm.note.split("; ")[0])
 
     holdout = _holdout(campaign, query, data)
     cohorts = _cohorts(campaign, query, data)
@@ -527,6 +623,7 @@ def build_report(
         segment=query.segment,
         data_end=data.data_end,
         decisions=total,
+        resolved=int(resolved.sum()),
         arms=arms,
         best_arm_method=best.method,
         best_arm_draws=best.draws,
@@ -535,6 +632,7 @@ def build_report(
         independence=independence,
         versus_control=versus,
         sample_ratio=srm,
+        sample_ratio_without_snapshots=older_srm,
         rows_without_propensity=without,
         holdout=holdout,
         cohorts=cohorts,
@@ -543,6 +641,104 @@ def build_report(
         timeline_draws=timeline_draws,
         warnings=tuple(warnings),
     )
+
+
+def _usable_snapshots(
+    decisions: Sequence[ShownDecision], snapshots: Mapping[str, PolicyDistribution]
+) -> tuple[dict[str, PolicyDistribution], dict[str, str]]:
+    """The snapshots the decisions name that can be used, and why the others cannot."""
+    usable: dict[str, PolicyDistribution] = {}
+    problems: dict[str, str] = {}
+    for name in {d.policy_snapshot for d in decisions if d.policy_snapshot}:
+        snapshot = snapshots.get(name)
+        problem = "it is not in the log" if snapshot is None else snapshot.problem()
+        if snapshot is None or problem is not None:
+            problems[name] = problem or ""
+        else:
+            usable[name] = snapshot
+    return usable, problems
+
+
+def _snapshot(
+    decision: ShownDecision, snapshots: Mapping[str, PolicyDistribution]
+) -> PolicyDistribution | None:
+    return snapshots.get(decision.policy_snapshot) if decision.policy_snapshot else None
+
+
+def _sample_ratio(
+    decisions: Sequence[ShownDecision],
+    chosen: np.ndarray,
+    valid: np.ndarray,
+    propensities: np.ndarray,
+    snapshots: Mapping[str, PolicyDistribution],
+    problems: Mapping[str, str],
+    index: Mapping[str, int],
+    floor: float,
+    warnings: list[str],
+) -> tuple[SampleRatio, SampleRatio | None]:
+    """The sample-ratio check of the decisions with a usable policy snapshot and, apart, the
+    inverse-propensity check of the others (appending to `warnings` what a reader must know).
+    When no decision has a snapshot, the inverse-propensity check is the only one."""
+    k = len(index)
+    names = sorted(snapshots)
+    row_of = {name: i for i, name in enumerate(names)}
+    table = np.zeros((len(names), k))
+    for name in names:
+        snapshot = snapshots[name]
+        for arm_id, probability in zip(snapshot.arm_ids, snapshot.probabilities, strict=True):
+            table[row_of[name], index[arm_id]] = probability
+    with_snapshot = np.array(
+        [d.policy_snapshot in row_of if d.policy_snapshot else False for d in decisions],
+        dtype=bool,
+    )
+    snapshot_rows = np.array(
+        [row_of[d.policy_snapshot] for d in decisions if d.policy_snapshot in row_of], dtype=int
+    )
+    unusable = sum(1 for d in decisions if d.policy_snapshot and d.policy_snapshot in problems)
+    if unusable:
+        reasons = sorted(set(problems.values()))
+        warnings.append(
+            f"{unusable} shown decisions name a policy snapshot that cannot be used "
+            f"({'; '.join(reasons)}): they are checked by the inverse-propensity method instead"
+        )
+    older = ~with_snapshot & valid
+    inverse = sample_ratio_check(chosen[older], propensities[older], k, min_propensity=floor)
+    if not with_snapshot.any():
+        _warn_sample_ratio(inverse, "sample-ratio check", warnings)
+        return inverse, None
+    srm = snapshot_sample_ratio_check(chosen[with_snapshot], snapshot_rows, table)
+    _warn_sample_ratio(srm, "sample-ratio check", warnings)
+    drawn = table[snapshot_rows, chosen[with_snapshot]]
+    logged = propensities[with_snapshot]
+    same = np.isclose(logged, drawn, rtol=1e-9, atol=1e-12)
+    disagree = int((valid[with_snapshot] & ~same).sum())
+    if disagree:
+        warnings.append(
+            f"{disagree} shown decisions logged a propensity that differs from their policy "
+            "snapshot's probability of the chosen arm: the log is inconsistent (the off-policy "
+            "estimates use the logged propensity)"
+        )
+    if not (~with_snapshot).any():
+        return srm, None
+    warnings.append(
+        f"{int((~with_snapshot).sum())} shown decisions have no usable policy snapshot (logged "
+        "before snapshots, or the snapshot is missing): the sample-ratio check covers the "
+        f"{int(with_snapshot.sum())} with one; the others get the inverse-propensity check, "
+        "reported apart"
+    )
+    _warn_sample_ratio(inverse, "inverse-propensity check (decisions without a snapshot)", warnings)
+    return srm, inverse
+
+
+def _warn_sample_ratio(check: SampleRatio, name: str, warnings: list[str]) -> None:
+    if check.mismatch:
+        warnings.append(f"{name}: {check.note.split('; ')[0]}")
+    elif check.p_value is not None and check.p_value < check.threshold:
+        warnings.append(
+            f"{name}: p = {check.p_value:.3g} is below {check.threshold:g}, but the test is "
+            f"unreliable ({check.note.split('; ')[0].removeprefix('unreliable: ')}); look at "
+            "the per-arm observed and expected counts before trusting the comparisons"
+        )
 
 
 def _adaptive(chosen: np.ndarray, propensities: np.ndarray, k: int) -> bool:
@@ -561,6 +757,7 @@ def _versus_control(
     rewards: np.ndarray,
     posteriors: Sequence[BetaPosterior],
 ) -> tuple[ControlComparison, ...]:
+    """Each arm against the control: `n` are the trials (resolved decisions)."""
     if not control or control not in arm_ids:
         return ()
     c = arm_ids.index(control)
@@ -712,16 +909,20 @@ def _timeline(
     n_days = (last - first).days + 1
     day_index = np.array([(day - first).days for day in days], dtype=int)
     flat = day_index * k + chosen
+
+    def daily(flags: Iterable[bool]) -> np.ndarray:
+        weights = np.fromiter(flags, dtype=float, count=len(decisions))
+        counts = np.bincount(flat, weights=weights, minlength=n_days * k)
+        return counts.reshape(n_days, k).astype(int)
+
     per_day = np.bincount(flat, minlength=n_days * k).reshape(n_days, k)
-    rewarded = np.array([1.0 if d.rewarded else 0.0 for d in decisions])
-    rewards_day = (
-        np.bincount(flat, weights=rewarded, minlength=n_days * k).reshape(n_days, k).astype(int)
-    )
+    resolved_day = daily(d.resolved for d in decisions)
+    rewards_day = daily(d.rewarded for d in decisions)
     per_bucket = TIMELINE_SAMPLE_BUDGET // max(k, 1)
     if n_days * per_bucket * k > TIMELINE_TOTAL_SAMPLES:  # a long range: fewer draws per day
         per_bucket = TIMELINE_TOTAL_SAMPLES // (n_days * k)
     draws = int(min(TIMELINE_MAX_DRAWS, max(TIMELINE_MIN_DRAWS, per_bucket)))
-    cumulative_n = np.cumsum(per_day, axis=0)
+    cumulative_n = np.cumsum(resolved_day, axis=0)
     cumulative_r = np.cumsum(rewards_day, axis=0)
     buckets = []
     used_draws = 0
@@ -737,6 +938,7 @@ def _timeline(
             TimelineBucket(
                 day=first + dt.timedelta(days=i),
                 decisions=tuple(int(x) for x in per_day[i]),
+                resolved=tuple(int(x) for x in resolved_day[i]),
                 rewards=tuple(int(x) for x in rewards_day[i]),
                 share=tuple(_rate(int(x), day_total) for x in per_day[i]),
                 probability_best=best.probability_best,

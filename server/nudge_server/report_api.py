@@ -21,7 +21,17 @@ from .report import (
     validate_query,
 )
 from .report_store import ReportStore
-from .stats import ChiSquare, Difference, Interval, SampleRatio
+from .stats import (
+    INVERSE_PROPENSITY,
+    MISMATCH,
+    NO_MISMATCH,
+    POLICY_SNAPSHOTS,
+    UNRELIABLE,
+    ChiSquare,
+    Difference,
+    Interval,
+    SampleRatio,
+)
 
 _METRICS = {
     "tap": admin_pb2.REWARD_METRIC_TAP,
@@ -30,6 +40,15 @@ _METRICS = {
 _BEST_ARM_METHODS = {
     "exact": report_pb2.BEST_ARM_METHOD_EXACT,
     "monte_carlo": report_pb2.BEST_ARM_METHOD_MONTE_CARLO,
+}
+_SRM_VERDICTS = {
+    MISMATCH: report_pb2.SAMPLE_RATIO_VERDICT_MISMATCH,
+    NO_MISMATCH: report_pb2.SAMPLE_RATIO_VERDICT_NO_MISMATCH,
+    UNRELIABLE: report_pb2.SAMPLE_RATIO_VERDICT_UNRELIABLE,
+}
+_SRM_METHODS = {
+    POLICY_SNAPSHOTS: report_pb2.SAMPLE_RATIO_METHOD_POLICY_SNAPSHOTS,
+    INVERSE_PROPENSITY: report_pb2.SAMPLE_RATIO_METHOD_INVERSE_PROPENSITY,
 }
 
 
@@ -79,13 +98,14 @@ def difference_to_proto(diff: Difference) -> report_pb2.ProportionDifference:
 
 
 def _sample_ratio(srm: SampleRatio, arm_ids: list[str]) -> report_pb2.SampleRatioCheck:
+    ips_totals = srm.ips_total or (0.0,) * len(arm_ids)
     return report_pb2.SampleRatioCheck(
         arms=[
             report_pb2.SampleRatioArm(
                 arm_id=arm_id, observed=observed, expected=expected, ips_total=ips_total
             )
             for arm_id, observed, expected, ips_total in zip(
-                arm_ids, srm.observed, srm.expected, srm.ips_total, strict=True
+                arm_ids, srm.observed, srm.expected, ips_totals, strict=True
             )
         ],
         decisions=srm.decisions,
@@ -98,6 +118,8 @@ def _sample_ratio(srm: SampleRatio, arm_ids: list[str]) -> report_pb2.SampleRati
         note=srm.note,
         threshold=srm.threshold,
         method=srm.method,
+        verdict=_SRM_VERDICTS[srm.verdict],
+        kind=_SRM_METHODS[srm.kind],
     )
 
 
@@ -163,6 +185,7 @@ def _off_policy(evaluation: ope.OffPolicyReport) -> report_pb2.OffPolicyEvaluati
                 max_weight=e.max_weight,
                 unsupported_mass=e.unsupported_mass,
                 warnings=list(e.warnings),
+                warning_codes=list(e.warning_codes),
             )
             for e in evaluation.estimates
         ],
@@ -182,6 +205,7 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
         control_arm_id=report.control_arm_id,
         segment=dict(report.segment),
         decisions=report.decisions,
+        resolved=report.resolved,
         arms=[
             report_pb2.ArmRow(
                 arm_id=arm.arm_id,
@@ -189,6 +213,9 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
                 is_control=arm.is_control,
                 decisions=arm.decisions,
                 share_of_decisions=arm.share_of_decisions,
+                resolved=arm.resolved,
+                unresolved=arm.unresolved,
+                expected_decisions=arm.expected_decisions,
                 impressions=arm.impressions,
                 taps=arm.taps,
                 dismissals=arm.dismissals,
@@ -227,6 +254,11 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
             for c in report.versus_control
         ],
         sample_ratio=_sample_ratio(report.sample_ratio, arm_ids),
+        sample_ratio_without_snapshots=(
+            None
+            if report.sample_ratio_without_snapshots is None
+            else _sample_ratio(report.sample_ratio_without_snapshots, arm_ids)
+        ),
         rows_without_propensity=report.rows_without_propensity,
         holdout=report_pb2.HoldoutComparison(
             share=report.holdout.share,
@@ -250,6 +282,7 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
             report_pb2.TimelineBucket(
                 day_start=_timestamp(dt.datetime.combine(bucket.day, dt.time(0, 0), tzinfo=dt.UTC)),
                 decisions=list(bucket.decisions),
+                resolved=list(bucket.resolved),
                 rewards=list(bucket.rewards),
                 share=[0.0 if s is None else s for s in bucket.share],
                 probability_best=list(bucket.probability_best),

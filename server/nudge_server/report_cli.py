@@ -1,7 +1,7 @@
 """`nudge report`: the arm report of a campaign as a table, JSON or CSV, and as a picture.
 
     nudge report --app A --campaign C [--from ISO8601] [--to ISO8601] [--segment key=value ...]
-                 [--format table|json|csv] [--png FILE] [--html FILE]
+                 [--format table|json|csv] [--all-policies] [--png FILE] [--html FILE]
 
 It reads PostgreSQL directly (NUDGE_DATABASE_URL), like the other commands. The picture shows
 each arm's posterior density and, per UTC day, each arm's share of the decisions and its
@@ -30,11 +30,15 @@ from .errors import InvalidArgument, StoreUnavailable
 from .settings import PostgresSettings
 
 if TYPE_CHECKING:  # the report's modules (numpy, scipy) load only when `nudge report` runs
+    from .ope import PolicyEstimate
     from .report import ArmReport
-    from .stats import ChiSquare, Difference, Interval
+    from .stats import ChiSquare, Difference, Interval, SampleRatio
 
 #: At most this many arms get a line and a legend entry in the picture (the best ones first).
 PICTURE_MAX_ARMS = 10
+#: Without --all-policies the table's off-policy section shows the uniform policy, the control
+#: and the "always arm" policies of this many arms with the highest DR estimates.
+TABLE_TOP_POLICIES = 10
 #: The flag of each query field, for error messages.
 _FLAGS = {
     "start_time": "--from",
@@ -48,6 +52,9 @@ CSV_COLUMNS = (
     "is_control",
     "decisions",
     "share_of_decisions",
+    "expected_decisions",
+    "resolved",
+    "unresolved",
     "impressions",
     "taps",
     "dismissals",
@@ -100,6 +107,14 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--format", choices=("table", "json", "csv"), default="table", help="output [table]"
+    )
+    parser.add_argument(
+        "--all-policies",
+        action="store_true",
+        help=(
+            "list every off-policy estimate in the table (by default: uniform, the control and "
+            f"the {TABLE_TOP_POLICIES} best arms; JSON always has them all)"
+        ),
     )
     parser.add_argument("--png", type=Path, default=None, metavar="FILE", help="draw a PNG")
     parser.add_argument(
@@ -165,12 +180,12 @@ async def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         write_csv(report, sys.stdout)
     else:
-        sys.stdout.write(format_table(report))
+        sys.stdout.write(format_table(report, all_policies=args.all_policies))
     if args.png is not None:
         figure_png(report, args.png)
         print(f"wrote {args.png}", file=sys.stderr)
     if args.html is not None:
-        args.html.write_text(format_html(report), encoding="utf-8")
+        args.html.write_text(format_html(report, all_policies=args.all_policies), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
 
@@ -230,8 +245,69 @@ def _diff_cells(diff: Difference) -> list[str]:
     ]
 
 
-def format_table(report: ArmReport) -> str:
-    """The report as readable text: per-arm rows, then tests, holdout, cohorts, OPE, warnings."""
+def _sample_ratio_lines(srm: SampleRatio, title: str, scope: str, arm_ids: Sequence[str]) -> str:
+    """One sample-ratio check: its verdict with the statistic, notes, method and per-arm rows."""
+    verdict = srm.verdict.upper() if srm.mismatch else srm.verdict
+    stat = (
+        f"X2 = {srm.statistic:.3f}, df = {srm.dof}, p = {_p(srm.p_value)}"
+        if srm.statistic is not None
+        else "not computed"
+    )
+    text = f"  {title} ({srm.decisions} decisions {scope}): {verdict}; {stat}"
+    text += f" (flagged below p = {srm.threshold:g})\n"
+    if srm.note:
+        text += f"    {srm.note}\n"
+    text += f"    method: {srm.method}\n"
+    if srm.ips_total:
+        header: tuple[str, ...] = ("ARM", "OBSERVED", "EXPECTED", "SUM 1/P")
+        rows = [
+            (arm_id, str(o), _num(e, 6), f"{t:.1f}")
+            for arm_id, o, e, t in zip(
+                arm_ids, srm.observed, srm.expected, srm.ips_total, strict=True
+            )
+        ]
+    else:
+        header = ("ARM", "OBSERVED", "EXPECTED", "(O - E)^2 / E")
+        rows = [
+            (arm_id, str(o), _num(e, 6), f"{(o - e) ** 2 / e:.2f}" if e else "-")
+            for arm_id, o, e in zip(arm_ids, srm.observed, srm.expected, strict=True)
+        ]
+    return text + _table(header, rows, indent="    ")
+
+
+def _listed_policies(
+    report: ArmReport, all_policies: bool
+) -> tuple[list[tuple[str, PolicyEstimate]], int]:
+    """The off-policy rows of the table (label, estimate) and how many were left out.
+
+    The estimates are "always arm k" for each arm in the report's order, then uniform. Unless
+    all are wanted (or there are few): uniform, the control, then the TABLE_TOP_POLICIES other
+    arms with the highest DR estimate."""
+    estimates = report.off_policy.estimates
+    arms = report.arms
+    labelled = [
+        (e.policy + (" (control)" if i < len(arms) and arms[i].is_control else ""), e)
+        for i, e in enumerate(estimates)
+    ]
+    if all_policies or len(estimates) <= TABLE_TOP_POLICIES + 2:
+        return labelled, 0
+    always = list(range(min(len(arms), len(estimates))))
+    control = [i for i in always if arms[i].is_control]
+    others = sorted(
+        (i for i in always if not arms[i].is_control),
+        key=lambda i: (estimates[i].dr is None, -(d.value if (d := estimates[i].dr) else 0.0), i),
+    )
+    chosen = [len(estimates) - 1, *control, *others[:TABLE_TOP_POLICIES]]
+    return [labelled[i] for i in chosen], len(estimates) - len(chosen)
+
+
+def format_table(report: ArmReport, *, all_policies: bool = False) -> str:
+    """The report as readable text: per-arm rows, then tests, holdout, cohorts, OPE, warnings.
+
+    The off-policy section lists every policy only with `all_policies` (see
+    `_listed_policies`); its warnings are short codes, explained once below it."""
+    from .ope import WARNING_CODES
+
     out = io.StringIO()
     w = out.write
     name = f" ({report.display_name})" if report.display_name else ""
@@ -242,21 +318,24 @@ def format_table(report: ArmReport) -> str:
     w(f"Range: {start} to {end}; segment: {segment}\n")
     data_end = report.data_end.isoformat() if report.data_end else "no data"
     w(f"Data end: {data_end}; reward metric: {report.reward_metric}; ")
-    w(f"shown decisions: {report.decisions}\n\n")
+    w(f"shown decisions: {report.decisions}, resolved (with an outcome): {report.resolved}\n\n")
 
-    w("Arms (rates per shown decision)\n")
+    w("Arms (rates per shown decision; EXPECTED: the shown decisions the sample-ratio check ")
+    w("expects)\n")
     w(
         _table(
             (
                 "ARM",
                 "DECISIONS",
+                "EXPECTED",
                 "SHARE",
                 "IMPR",
                 "TAPS",
                 "DISMISS",
                 "CONV",
                 "IGNORE",
-                "TAP",
+                "IMPR%",
+                "TAP%",
                 "DISMISS%",
                 "CONV%",
                 "IGNORE%",
@@ -267,12 +346,14 @@ def format_table(report: ArmReport) -> str:
                     + (" (control)" if arm.is_control else "")
                     + ("" if arm.configured else " (removed)"),
                     str(arm.decisions),
+                    _num(arm.expected_decisions, 6),
                     _pct(arm.share_of_decisions, 1),
                     str(arm.impressions),
                     str(arm.taps),
                     str(arm.dismissals),
                     str(arm.conversions),
                     str(arm.ignores),
+                    _pct(arm.impression_rate),
                     _pct(arm.tap_rate),
                     _pct(arm.dismiss_rate),
                     _pct(arm.conversion_rate),
@@ -282,11 +363,14 @@ def format_table(report: ArmReport) -> str:
             ],
         )
     )
-    w("\nRewards and posteriors (Beta(1 + rewards, 1 + decisions - rewards))\n")
+    w("\nRewards and posteriors per resolved decision, as the bandit counts them ")
+    w("(Beta(1 + rewards, 1 + resolved - rewards))\n")
     w(
         _table(
             (
                 "ARM",
+                "RESOLVED",
+                "UNRESOLVED",
                 "REWARDS",
                 "RATE",
                 "95% WILSON",
@@ -294,11 +378,13 @@ def format_table(report: ArmReport) -> str:
                 "95% CREDIBLE",
                 "P(BEST)",
                 "E[LOSS]",
-                "PENDING",
+                "OPEN WINDOW",
             ),
             [
                 (
                     arm.arm_id,
+                    str(arm.resolved),
+                    str(arm.unresolved),
                     str(arm.rewards),
                     _pct(arm.reward_rate),
                     _ci(arm.reward_rate_interval),
@@ -319,8 +405,9 @@ def format_table(report: ArmReport) -> str:
             f"standard error <= {report.best_arm_error:.4f}"
         )
     w(f"  P(best) and E[loss]: {method}\n")
+    w("  OPEN WINDOW: decisions whose attribution window was still open at the data's end\n")
 
-    w("\nTests\n")
+    w("\nTests (per resolved decision; the sample-ratio check: per shown decision)\n")
     w(f"  Arms x reward (chi-square of independence): {_chi(report.independence)}\n")
     if report.versus_control:
         w(
@@ -339,29 +426,23 @@ def format_table(report: ArmReport) -> str:
         )
     else:
         w("  Versus control: the campaign names no control arm\n")
+    arm_ids = [arm.arm_id for arm in report.arms]
     srm = report.sample_ratio
-    verdict = "MISMATCH" if srm.mismatch else "ok"
-    stat = (
-        f"X2 = {srm.statistic:.3f}, df = {srm.dof}, p = {_p(srm.p_value)}"
-        if srm.statistic is not None
-        else "not computed"
+    scope = (
+        "with a policy snapshot"
+        if srm.kind == "policy_snapshots"
+        else "with a propensity; none has a policy snapshot"
     )
-    w(f"  Sample ratio ({srm.decisions} decisions): {verdict}; {stat}")
-    w(f" (flagged below p = {srm.threshold:g})\n")
-    if srm.note:
-        w(f"    {srm.note}\n")
-    w(
-        _table(
-            ("ARM", "OBSERVED", "EXPECTED", "SUM 1/P"),
-            [
-                (arm.arm_id, str(o), _num(e, 6), f"{s:.1f}")
-                for arm, o, e, s in zip(
-                    report.arms, srm.observed, srm.expected, srm.ips_total, strict=True
-                )
-            ],
-            indent="    ",
+    w(_sample_ratio_lines(srm, "Sample ratio", scope, arm_ids))
+    if report.sample_ratio_without_snapshots is not None:
+        w(
+            _sample_ratio_lines(
+                report.sample_ratio_without_snapshots,
+                "Sample ratio, fallback",
+                "without a policy snapshot",
+                arm_ids,
+            )
         )
-    )
 
     holdout = report.holdout
     w(
@@ -423,10 +504,11 @@ def format_table(report: ArmReport) -> str:
 
     ope_report = report.off_policy
     w(
-        f"\nOff-policy estimates (reward per decision; {ope_report.rows_used} of "
+        f"\nOff-policy estimates (reward per shown decision; {ope_report.rows_used} of "
         f"{ope_report.rows} decisions used; logged value {_pct(ope_report.logged_value)})\n"
     )
     w(f"  DR reward model: {ope_report.reward_model}\n")
+    listed, left_out = _listed_policies(report, all_policies)
     w(
         _table(
             (
@@ -441,19 +523,29 @@ def format_table(report: ArmReport) -> str:
             ),
             [
                 (
-                    e.policy,
+                    label,
                     _est(e.ips),
                     _est(e.snips),
                     _est(e.dr),
                     _ci(e.dr.interval) if e.dr else "-",
                     f"{e.effective_sample_size:.1f}",
                     f"{e.max_weight:.1f}",
-                    "; ".join(e.warnings),
+                    ",".join(e.warning_codes),
                 )
-                for e in ope_report.estimates
+                for label, e in listed
             ],
         )
     )
+    if left_out:
+        w(
+            f"  ({left_out} more policies, the arms with lower DR estimates: --all-policies, "
+            "or --format json)\n"
+        )
+    used = {code for _, e in listed for code in e.warning_codes}
+    if used:
+        w("  Warning codes: ")
+        w("; ".join(f"{code} = {meaning}" for code, meaning in WARNING_CODES if code in used))
+        w("\n")
     for warning in ope_report.warnings:
         w(f"  warning: {warning}\n")
 
@@ -582,7 +674,7 @@ def figure_svg(report: ArmReport) -> str:
     return svg[svg.index("<svg") :]
 
 
-def format_html(report: ArmReport) -> str:
+def format_html(report: ArmReport, *, all_policies: bool = False) -> str:
     """A self-contained HTML page: the picture as inline SVG and the text report."""
     title = html.escape(f"Arm report: {report.app_id} / {report.campaign_id}")
     return (
@@ -593,5 +685,6 @@ def format_html(report: ArmReport) -> str:
         f"<h1>{title}</h1>\n"
         + "".join(f'<p class="warn">{html.escape(w)}</p>\n' for w in report.warnings)
         + f"<figure>{figure_svg(report)}</figure>\n"
-        + f"<pre>{html.escape(format_table(report))}</pre>\n</body>\n</html>\n"
+        + f"<pre>{html.escape(format_table(report, all_policies=all_policies))}</pre>\n"
+        + "</body>\n</html>\n"
     )

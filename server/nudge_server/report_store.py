@@ -2,8 +2,9 @@
 
 Every query is scoped by app_id and takes its values as $n parameters. Segment filters are
 equality on decision columns; a filter left out is passed as NULL and matches everything.
-The three queries run in one read-only, repeatable-read transaction, so that they see one
-snapshot of the log.
+The queries run in one read-only, repeatable-read transaction, so that they see one
+snapshot of the log. The policy snapshots the decisions name are fetched by id (scoped by app
+and campaign) and joined to the decisions in `report.build_report`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .report import (
     COHORT_WINDOW_DAYS,
     SEGMENT_KEYS,
     ArmReport,
+    PolicyDistribution,
     ReportData,
     ReportQuery,
     ShownDecision,
@@ -43,6 +45,7 @@ assert SEGMENT_KEYS == ("platform", "locale", "surface", "time_zone", "requested
 #: $1 app, $2 campaign, $3 start, $4 end, $5-$9 segment.
 _SHOWN_DECISIONS = """
 SELECT d.decision_id::text AS decision_id, d.user_id, d.arm_id, d.propensity, d.decided_at,
+       d.policy_snapshot,
        coalesce(o.impression, false) AS impression,
        coalesce(o.tap, false) AS tap,
        coalesce(o.dismiss, false) AS dismiss,
@@ -72,6 +75,13 @@ WHERE d.app_id = $1
   AND ($8::text IS NULL OR d.time_zone = $8)
   AND ($9::text IS NULL OR d.requested_channel = $9)
 ORDER BY d.decided_at, d.decision_id
+"""
+
+#: $1 app, $2 campaign, $3 snapshot ids.
+_POLICY_SNAPSHOTS = """
+SELECT snapshot_id, arm_ids, probabilities
+FROM policy_snapshots
+WHERE app_id = $1 AND campaign_id = $2 AND snapshot_id = ANY($3::text[])
 """
 
 #: $1 app, $2 campaign, $3 trigger events, $4 campaign channel, $5 start, $6 end,
@@ -147,6 +157,12 @@ class ReportStore:
                 query.end,
                 *segment,
             )
+            names = sorted({r["policy_snapshot"] for r in decision_rows} - {None})
+            snapshot_rows = []
+            if names:
+                snapshot_rows = await conn.fetch(
+                    _POLICY_SNAPSHOTS, query.app_id, campaign.campaign_id, names
+                )
             user_rows = []
             if data_end is not None:
                 user_rows = await conn.fetch(
@@ -175,9 +191,20 @@ class ReportStore:
                 conversion=row["conversion"],
                 ignore=row["ignore"],
                 rewarded=row["rewarded"],
+                policy_snapshot=row["policy_snapshot"],
             )
             for row in decision_rows
         ]
+        snapshots = {
+            row["snapshot_id"]: PolicyDistribution(
+                snapshot_id=row["snapshot_id"],
+                arm_ids=tuple(row["arm_ids"]),
+                probabilities=tuple(
+                    float("nan") if p is None else float(p) for p in row["probabilities"]
+                ),
+            )
+            for row in snapshot_rows
+        }
         users = [
             UserFact(
                 user_id=row["user_id"],
@@ -188,7 +215,7 @@ class ReportStore:
             )
             for row in user_rows
         ]
-        return ReportData(decisions=decisions, users=users, data_end=data_end)
+        return ReportData(decisions=decisions, users=users, data_end=data_end, snapshots=snapshots)
 
     async def report(self, query: ReportQuery) -> ArmReport:
         """The arm report of a validated query (NotFound for an unknown campaign).

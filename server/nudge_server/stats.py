@@ -49,6 +49,9 @@ MIN_EXPECTED = 5.0
 #: Kish effective sample size below this (or below its count): in simulated bandit logs with
 #: exploration floors down to 0.05 / 80 arms, its p-values were then far too small.
 MIN_IPS_ESS = 30.0
+#: ... or when the allocation changed and one draw at the exploration floor would move its
+#: statistic by more than this (in those simulations, its p-values were then too small).
+MAX_FLOOR_JUMP = 1.0
 #: The two arms' exact formula sums this many terms at most; beyond, Monte Carlo.
 _EXACT_MAX_TERMS = 5_000_000
 
@@ -628,7 +631,10 @@ def sample_ratio_check(
     Small propensities make 1 / p heavy-tailed and the approximation poor: the check is
     UNRELIABLE (its p-value shown, not flagged) when an arm has fewer than 5 decisions, or when
     the Kish effective sample size (sum 1/p)^2 / sum 1/p^2 of an arm's weights is below
-    min(MIN_IPS_ESS, its decisions).
+    min(MIN_IPS_ESS, its decisions), or when the propensities changed (an adaptive policy) and
+    one draw at `min_propensity`, of weight 1 / min_propensity, would move T by more than
+    MAX_FLOOR_JUMP: the rows that decide the test are then the rare draws at the floor, and
+    they are too few for the normal approximation. Use the policy-snapshot check when you can.
     Arms never chosen carry no logged propensity and are left out of T; with `min_propensity`
     (the policy's guaranteed floor, e.g. exploration_floor / K) the chance of never choosing an
     arm in N rows is at most (1 - min_propensity)^N, and that bound is reported and flagged too.
@@ -711,11 +717,29 @@ def sample_ratio_check(
     # when a few rows drawn with a tiny propensity dominate the arm's sum.
     ess = np.where(s2 > 0, s1**2 / np.where(s2 > 0, s2, 1.0), 0.0)
     heavy = int((chosen & (ess < np.minimum(MIN_IPS_ESS, observed) * (1 - 1e-9))).sum())
+    # Under an adaptive policy an arm's rare draws at the floor carry weight 1/floor: when one
+    # more (or one fewer) of them would move the statistic by more than 1, whether those rare
+    # rows happened decides the verdict. C's diagonal is sum_i (1{A_i = k}/p_i - 1)^2.
+    floor_jump = 0.0
+    # (sum p)(sum 1/p) >= count^2 per arm, with equality exactly when its propensities are equal.
+    sum_p = np.bincount(arm_index, weights=p, minlength=n_arms)
+    varies = bool((sum_p * s1 > observed**2 * (1 + 1e-9) + 1e-9).any())
+    if min_propensity > 0 and varies:
+        diagonal = s2 - 2 * s1 + n
+        jumps = (1 / min(min_propensity, 1.0) - 1) ** 2 / np.where(diagonal > 0, diagonal, np.inf)
+        floor_jump = float(jumps[chosen].max()) if chosen.any() else 0.0
     # An arm chosen rarely (or never) makes the self-normalised variance of the rows that did
     # not choose it far too small, and heavy-tailed weights make the normal approximation
     # fail, so a small p-value then means little: report, don't flag.
-    reliable = p_value is not None and few == 0 and heavy == 0
+    reliable = p_value is not None and few == 0 and heavy == 0 and floor_jump <= MAX_FLOOR_JUMP
     shown = "" if p_value is None else f": p = {p_value:.3g} is shown, not flagged"
+    if floor_jump > MAX_FLOOR_JUMP:
+        notes.insert(
+            0,
+            f"unreliable: the propensities changed and one draw at the exploration floor "
+            f"({min_propensity:.4g}, weight {1 / min_propensity:.4g}) would move the statistic "
+            f"by about {floor_jump:.3g}, so the rare draws at the floor decide the test{shown}",
+        )
     if heavy:
         notes.insert(
             0,

@@ -72,6 +72,27 @@ async def wait_for_rows(dsn: str, decisions: int, outcomes: int) -> None:
     raise AssertionError(f"rows did not arrive: {got_decisions} decisions, {got_outcomes} outcomes")
 
 
+async def wait_for_snapshots(dsn: str) -> None:
+    """Polls PostgreSQL until every policy snapshot a decision names is in the log (the server
+    writes them in the background)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(200):
+            missing = await conn.fetchval(
+                """
+                SELECT count(*) FROM decisions d
+                WHERE d.policy_snapshot IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM policy_snapshots s WHERE s.snapshot_id = d.policy_snapshot)
+                """
+            )
+            if missing == 0:
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise AssertionError(f"{missing} decisions name a policy snapshot that never arrived")
+
+
 def stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(value)
@@ -144,6 +165,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
                 if again.show:
                     shown.append((user, again, platform))
     await wait_for_rows(server.dsn, calls, outcomes)
+    await wait_for_snapshots(server.dsn)
 
     # Impressions (and taps, for even users) were reported for each user's first decision.
     first_ids: set[str] = set()
@@ -174,15 +196,26 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
             assert row.decisions == len(ids)
             assert row.impressions == len(ids & first_ids)
             assert row.taps == len(ids & tap_ids) == row.rewards
+            # Only first decisions got outcomes: the return visits stay unresolved.
+            assert (row.resolved, row.unresolved) == (len(ids & first_ids), len(ids - first_ids))
             assert row.posterior_alpha == 1 + row.rewards
+            assert row.posterior_beta == 1 + row.resolved - row.rewards
             assert row.credible_interval.low < row.posterior_mean < row.credible_interval.high
             assert row.ignores <= row.decisions - row.taps
         assert sum(r.probability_best for r in report.arms) == pytest.approx(1.0)
         assert report.best_arm_method == report_pb2.BEST_ARM_METHOD_EXACT
         assert len(report.versus_control) == 1
         assert report.versus_control[0].arm_id == "long"
-        assert report.sample_ratio.decisions == len(shown)
-        assert [a.arm_id for a in report.sample_ratio.arms] == ["short", "long"]
+        assert report.resolved == len(first_ids) < report.decisions
+        # Every decision names the policy snapshot it was drawn from: the Pearson check.
+        srm = report.sample_ratio
+        assert srm.decisions == len(shown)
+        assert srm.kind == report_pb2.SAMPLE_RATIO_METHOD_POLICY_SNAPSHOTS
+        assert srm.verdict != report_pb2.SAMPLE_RATIO_VERDICT_UNSPECIFIED
+        assert not report.HasField("sample_ratio_without_snapshots")
+        assert [a.arm_id for a in srm.arms] == ["short", "long"]
+        assert sum(a.expected for a in srm.arms) == pytest.approx(len(shown))
+        assert [r.expected_decisions for r in report.arms] == [a.expected for a in srm.arms]
         held = sum(1 for i in range(USERS) if in_holdout("shop", "streak", f"runner-{i}", SHARE))
         assert (report.holdout.users, report.holdout.holdout_users) == (USERS, held)
         assert [c.days for c in report.holdout.comparisons] == [0, 1, 7, 30, 90]
@@ -266,6 +299,8 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
     doc = json.loads(as_json.stdout)
     assert doc["decisions"] == report.decisions
     assert [a["taps"] for a in doc["arms"]] == [r.taps for r in report.arms]
+    assert [a["resolved"] for a in doc["arms"]] == [r.resolved for r in report.arms]
+    assert doc["sample_ratio"]["kind"] == "policy_snapshots"
     assert [a["probability_best"] for a in doc["arms"]] == pytest.approx(
         [r.probability_best for r in report.arms]
     )
@@ -277,6 +312,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
     csv_rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [r["arm_id"] for r in csv_rows] == ["short", "long"]
     assert sum(int(r["decisions"]) for r in csv_rows) == ios.report.decisions
+    assert sum(int(r["resolved"]) + int(r["unresolved"]) for r in csv_rows) == ios.report.decisions
 
     bad = await asyncio.to_thread(run_cli, server, "--segment", "country=DE")
     assert bad.returncode == 2 and "--segment country" in bad.stderr

@@ -279,7 +279,10 @@ async def test_sigterm_with_calls_in_flight_loses_no_answered_decision(
     answered = {r for r in results if isinstance(r, str)}
     failed = [r for r in results if not isinstance(r, str)]
     assert answered, "no call completed before the shutdown"
-    assert set(failed) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert set(failed) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, (
+        sorted({str(code) for code in failed}),
+        server.log_tail(2000),
+    )
     conn = await asyncpg.connect(server.dsn)
     try:
         logged = {

@@ -274,6 +274,19 @@ async def test_the_report_from_postgresql_equals_the_live_counters_in_redis(
                 if kind is OutcomeType.IMPRESSION and rng.random() < 0.5:
                     await service.report(f"user-{i}", decision.decision_id, OutcomeType.TAP)
     await service.log.flush()
+
+    async def live_counts() -> dict[str, int]:
+        stats = await service.redis.hgetall("nudge:arms:{app:quiz}")
+        return {key.decode(): int(value) for key, value in stats.items()}
+
+    # Before any response window closes, the decisions nobody reported on are unresolved: not
+    # pulls for the bandit, not trials for the report.
+    early = await ReportStore(service.pool).report(validate_query("app", "quiz"))
+    counts = await live_counts()
+    assert 0 < early.resolved < early.decisions == shown_count
+    for arm in early.arms:
+        assert arm.resolved == counts.get(f"{arm.arm_id}:n", 0), arm.arm_id
+        assert arm.rewards == counts.get(f"{arm.arm_id}:r", 0), arm.arm_id
     # Every response window closes; the sweeper records the ignores.
     service.clock.now = START + dt.timedelta(hours=8)
     while await service.sweeper.sweep_once():
@@ -282,14 +295,15 @@ async def test_the_report_from_postgresql_equals_the_live_counters_in_redis(
     assert shown_count > 30
 
     report = await ReportStore(service.pool).report(validate_query("app", "quiz"))
-    live = {
-        key.decode(): int(value)
-        for key, value in (await service.redis.hgetall("nudge:arms:{app:quiz}")).items()
-    }
+    live = await live_counts()
     assert sum(arm.decisions for arm in report.arms) == shown_count
     for arm in report.arms:
-        # After the log drained and every window closed, each shown decision is one pull.
-        assert arm.decisions == live.get(f"{arm.arm_id}:n", 0), arm.arm_id
+        # After the log drained and every window closed, each resolved decision (one with an
+        # outcome, the sweeper's ignore included) is one pull, and every shown one is resolved.
+        assert arm.resolved == live.get(f"{arm.arm_id}:n", 0), arm.arm_id
         assert arm.rewards == live.get(f"{arm.arm_id}:r", 0), arm.arm_id
+        assert arm.posterior.alpha == 1 + arm.rewards
+        assert arm.posterior.beta == 1 + arm.resolved - arm.rewards
+        assert (arm.resolved, arm.unresolved) == (arm.decisions, 0), arm.arm_id
         assert arm.taps == arm.rewards
     assert sum(arm.ignores for arm in report.arms) > 0

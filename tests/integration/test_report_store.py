@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Decision:
     propensity: float | None
     platform: str
     requested_channel: str = "in_app"
+    policy_snapshot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,8 @@ async def insert(pool: asyncpg.Pool, decisions: list[Decision], outcomes: list[O
             """
             INSERT INTO decisions (decision_id, app_id, user_id, decided_at, received_at,
                 event_name, requested_channel, time_zone, platform, show, reason, campaign_id,
-                arm_id, propensity)
-            VALUES ($1, $2, $3, $4, $4, $5, $6, 'Europe/Berlin', $7, $8, $9, $10, $11, $12)
+                arm_id, propensity, policy_snapshot)
+            VALUES ($1, $2, $3, $4, $4, $5, $6, 'Europe/Berlin', $7, $8, $9, $10, $11, $12, $13)
             """,
             [
                 (
@@ -150,6 +152,7 @@ async def insert(pool: asyncpg.Pool, decisions: list[Decision], outcomes: list[O
                     d.campaign_id,
                     d.arm_id,
                     d.propensity,
+                    d.policy_snapshot,
                 )
                 for d in decisions
             ],
@@ -276,3 +279,74 @@ async def test_an_app_without_decisions_reports_nothing(pg_pool: asyncpg.Pool) -
     await store.put_campaign(streak("empty"))
     report = await ReportStore(pg_pool).report(validate_query("empty", "streak"))
     assert report.decisions == 0 and report.data_end is None and report.holdout.users == 0
+
+
+async def test_resolved_decisions_are_those_with_an_outcome(pg_pool: asyncpg.Pool) -> None:
+    decisions, outcomes = scenario()
+    # Keep the outcomes of every third shown decision of app shop only: the others stay
+    # unresolved (no outcome at all).
+    shop = shown(decisions)
+    kept = {d.decision_id for d in shop[::3]}
+    outcomes = [
+        o for o in outcomes if o.decision.app_id != "shop" or o.decision.decision_id in kept
+    ]
+    await insert(pg_pool, decisions, outcomes)
+    report = await ReportStore(pg_pool).report(validate_query("shop", "streak"))
+    assert report.decisions == len(shop) and report.resolved == len(kept)
+    for arm in report.arms:
+        ids = {d.decision_id for d in shop if d.arm_id == arm.arm_id}
+        taps = sum(1 for o in outcomes if o.decision.decision_id in ids and o.type == "tap")
+        assert (arm.decisions, arm.resolved) == (len(ids), len(ids & kept))
+        assert arm.unresolved == len(ids - kept)
+        assert (arm.posterior.alpha, arm.posterior.beta) == (1 + taps, 1 + len(ids & kept) - taps)
+
+
+async def _put_snapshot(
+    pool: asyncpg.Pool, snapshot_id: str, app_id: str, arms: list[str], probabilities: list[float]
+) -> None:
+    await pool.execute(
+        """
+        INSERT INTO policy_snapshots (snapshot_id, app_id, campaign_id, arm_ids, probabilities)
+        VALUES ($1, $2, 'streak', $3, $4)
+        """,
+        snapshot_id,
+        app_id,
+        arms,
+        probabilities,
+    )
+
+
+async def test_the_sample_ratio_check_reads_the_policy_snapshots(pg_pool: asyncpg.Pool) -> None:
+    decisions, outcomes = scenario()
+    # Shop's first shown decisions were drawn from (0.5, 0.5), the later ones from (0.2, 0.8);
+    # one names a snapshot that only app other has (not this app's: missing), and the
+    # oldest ones have none.
+    order = {d.decision_id: j for j, d in enumerate(shown(decisions))}
+
+    def snapshot_of(d: Decision) -> str | None:
+        j = order.get(d.decision_id, -1)
+        return None if j < 4 else "even" if j < 10 else "theirs" if j == 10 else "later"
+
+    named = [dataclasses.replace(d, policy_snapshot=snapshot_of(d)) for d in decisions]
+    shop = shown(named)
+    by_id = {d.decision_id: d for d in named}
+    outcomes = [dataclasses.replace(o, decision=by_id[o.decision.decision_id]) for o in outcomes]
+    await insert(pg_pool, named, outcomes)
+    await _put_snapshot(pg_pool, "even", "shop", ["a", "b"], [0.5, 0.5])
+    await _put_snapshot(pg_pool, "later", "shop", ["a", "b"], [0.2, 0.8])
+    await _put_snapshot(pg_pool, "theirs", "other", ["a", "b"], [0.9, 0.1])
+    report = await ReportStore(pg_pool).report(validate_query("shop", "streak"))
+
+    with_snapshot = [d for d in named if d.app_id == "shop" and d.show and d.policy_snapshot]
+    usable = [d for d in with_snapshot if d.policy_snapshot != "theirs"]
+    srm = report.sample_ratio
+    assert srm.kind == "policy_snapshots" and srm.decisions == len(usable)
+    probability: dict[str | None, tuple[float, float]] = {"even": (0.5, 0.5), "later": (0.2, 0.8)}
+    expected = [sum(probability[d.policy_snapshot][k] for d in usable) for k in (0, 1)]
+    assert srm.expected == pytest.approx(expected)
+    assert [a.expected_decisions for a in report.arms] == pytest.approx(expected)
+    assert srm.observed == tuple(sum(1 for d in usable if d.arm_id == arm) for arm in ("a", "b"))
+    fallback = report.sample_ratio_without_snapshots
+    assert fallback is not None and fallback.kind == "inverse_propensity"
+    assert fallback.decisions == len(shop) - len(usable)
+    assert any("name a policy snapshot that cannot be used" in w for w in report.warnings)

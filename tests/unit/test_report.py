@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 from nudge_server.errors import InvalidArgument
 from nudge_server.model import Arm, Campaign, Prompt, RewardMetric
 from nudge_server.report import (
+    PolicyDistribution,
     ReportData,
     ShownDecision,
     UserFact,
@@ -19,7 +21,17 @@ from nudge_server.report import (
     to_document,
     validate_query,
 )
-from nudge_server.stats import best_arm, difference_of_proportions
+from nudge_server.stats import (
+    INVERSE_PROPENSITY,
+    MISMATCH,
+    NO_MISMATCH,
+    POLICY_SNAPSHOTS,
+    UNRELIABLE,
+    best_arm,
+    beta_posterior,
+    difference_of_proportions,
+    reward_independence,
+)
 from nudge_server.throttle import in_holdout
 
 START = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
@@ -51,21 +63,26 @@ def decisions(
     dismissals: int = 0,
     conversions: int = 0,
     ignores: int = 0,
+    unresolved: int = 0,
     propensity: float | None = 0.5,
+    snapshot: str | None = None,
     start: dt.datetime = START,
+    tag: str = "",
 ) -> list[ShownDecision]:
     """n shown decisions of an arm, one per 6 hours from `start`; the first `taps` were tapped
-    (and rewarded), then dismissals, conversions and ignores follow in that order."""
+    (and rewarded), then dismissals, conversions and ignores follow in that order; all have an
+    impression but the last `unresolved`, which have no outcome at all."""
     rows = []
     for i in range(n):
         rows.append(
             ShownDecision(
-                decision_id=f"{arm}-{i}",
-                user_id=f"user-{arm}-{i}",
+                decision_id=f"{arm}-{tag}{i}",
+                user_id=f"user-{arm}-{tag}{i}",
                 arm_id=arm,
                 propensity=propensity,
+                policy_snapshot=snapshot,
                 decided_at=start + i * dt.timedelta(hours=6),
-                impression=True,
+                impression=i < n - unresolved,
                 tap=i < taps,
                 rewarded=i < taps,
                 dismiss=taps <= i < taps + dismissals,
@@ -112,9 +129,19 @@ def known_users() -> list[UserFact]:
     ]
 
 
-def report_of(rows: list[ShownDecision], users: list[UserFact] | None = None, **kw: object):  # type: ignore[no-untyped-def]
+def report_of(  # type: ignore[no-untyped-def]
+    rows: list[ShownDecision],
+    users: list[UserFact] | None = None,
+    snapshots: list[PolicyDistribution] | None = None,
+    **kw: object,
+):
     query = validate_query("shop", "streak")
-    data = ReportData(rows, known_users() if users is None else users, DATA_END)
+    data = ReportData(
+        rows,
+        known_users() if users is None else users,
+        DATA_END,
+        {s.snapshot_id: s for s in snapshots or []},
+    )
     return build_report(campaign(**kw), query, data)
 
 
@@ -142,6 +169,7 @@ def test_per_arm_counts_rates_and_posteriors() -> None:
     assert (a.posterior.alpha, a.posterior.beta) == (11, 91)
     assert (b.posterior.alpha, b.posterior.beta) == (26, 76)
     assert a.pending == 0 and b.pending == 0
+    assert (a.resolved, a.unresolved, report.resolved) == (100, 0, 200)
     # Two arms: exact; they match the stats module's two-arm answer.
     expected = best_arm([(11, 91), (26, 76)])
     assert report.best_arm_method == "exact"
@@ -171,7 +199,12 @@ def test_no_control_arm_means_no_comparison() -> None:
 def test_a_balanced_allocation_passes_the_sample_ratio_check() -> None:
     report = report_of(base_rows())
     assert not report.sample_ratio.mismatch and report.sample_ratio.reliable
+    # No decision has a policy snapshot: the inverse-propensity check, and only it.
+    assert report.sample_ratio.kind == INVERSE_PROPENSITY
+    assert report.sample_ratio.verdict == NO_MISMATCH
+    assert report.sample_ratio_without_snapshots is None
     assert report.sample_ratio.observed == (100, 100)
+    assert [a.expected_decisions for a in report.arms] == [100.0, 100.0]
     assert report.sample_ratio.statistic == pytest.approx(0.0)
     assert not any("MISMATCH" in w for w in report.warnings)
 
@@ -189,6 +222,164 @@ def test_an_adaptive_allocation_is_said_to_be() -> None:
     assert not any("allocation was adaptive" in w for w in report_of(base_rows()).warnings)
     rows = base_rows() + decisions("b", 10, 3, propensity=0.8, start=START + 40 * DAY)
     assert any("allocation was adaptive" in w for w in report_of(rows).warnings)
+
+
+# --- the sample-ratio check from policy snapshots ----------------------------------------------
+
+
+def halves() -> list[PolicyDistribution]:
+    """A policy that drew 50/50, then (after the bandit learned) 20/80."""
+    return [
+        PolicyDistribution("even", ("a", "b"), (0.5, 0.5)),
+        PolicyDistribution("later", ("a", "b"), (0.2, 0.8)),
+    ]
+
+
+def adaptive_rows(a_late: int, b_late: int) -> list[ShownDecision]:
+    """100 decisions at 50/50 (50 each), then a_late + b_late decisions at 20/80."""
+    later = START + 30 * DAY
+    return (
+        decisions("a", 50, 5, snapshot="even", propensity=0.5)
+        + decisions("b", 50, 5, snapshot="even", propensity=0.5)
+        + decisions("a", a_late, 4, snapshot="later", propensity=0.2, start=later, tag="l")
+        + decisions("b", b_late, 16, snapshot="later", propensity=0.8, start=later, tag="l")
+    )
+
+
+def test_a_fair_adaptive_log_passes_the_snapshot_check() -> None:
+    report = report_of(adaptive_rows(20, 80), snapshots=halves())
+    srm = report.sample_ratio
+    # E = (50 + 20, 50 + 80) = (70, 130), exactly what was observed.
+    assert (srm.kind, srm.verdict) == (POLICY_SNAPSHOTS, NO_MISMATCH)
+    assert srm.observed == (70, 130) and srm.expected == pytest.approx((70.0, 130.0))
+    assert srm.statistic == pytest.approx(0.0) and srm.dof == 1
+    assert [a.expected_decisions for a in report.arms] == pytest.approx([70.0, 130.0])
+    assert report.sample_ratio_without_snapshots is None
+    assert not any("SAMPLE RATIO" in w or "snapshot" in w for w in report.warnings)
+    # The inverse-propensity check on the same (fair) log sees the same thing.
+    assert not report_of(adaptive_rows(20, 80)).sample_ratio.mismatch
+
+
+def test_an_adaptive_log_computed_by_hand() -> None:
+    # After the switch to 20/80, arm a got 40 and b 60 of 100: E = (70, 130), O = (90, 110),
+    # X^2 = 20^2/70 + 20^2/130 = 8.7912 (1 df), p = erfc(sqrt(X^2 / 2)) = 0.0030: not flagged.
+    report = report_of(adaptive_rows(40, 60), snapshots=halves())
+    srm = report.sample_ratio
+    x2 = 20**2 / 70 + 20**2 / 130
+    assert srm.observed == (90, 110) and srm.expected == pytest.approx((70.0, 130.0))
+    assert srm.statistic == pytest.approx(x2) and srm.dof == 1
+    assert srm.p_value == pytest.approx(math.erfc(math.sqrt(x2 / 2)))
+    assert srm.verdict == NO_MISMATCH and srm.p_value > srm.threshold
+
+
+def test_rows_dropped_from_one_arm_are_a_snapshot_mismatch() -> None:
+    # 50/50 throughout, but half of arm b's rows were lost: E = (75, 75), O = (100, 50),
+    # X^2 = 2 x 25^2 / 75 = 16.67, p = 4.5e-5.
+    snapshot = PolicyDistribution("even", ("a", "b"), (0.5, 0.5))
+    rows = decisions("a", 100, 10, snapshot="even") + decisions("b", 50, 5, snapshot="even")
+    report = report_of(rows, snapshots=[snapshot])
+    assert report.sample_ratio.statistic == pytest.approx(2 * 25**2 / 75)
+    assert report.sample_ratio.verdict == MISMATCH
+    assert any("SAMPLE RATIO MISMATCH" in w for w in report.warnings)
+
+
+def test_small_expected_counts_are_unreliable_and_say_the_p_value() -> None:
+    # Arm b had probability 0.02: E = (196, 4) but O = (180, 20). The p-value is tiny, but an
+    # expected count below 5 makes it unreliable: no "ok", no mismatch, a warning with p.
+    snapshot = PolicyDistribution("skewed", ("a", "b"), (0.98, 0.02))
+    rows = decisions("a", 180, 10, snapshot="skewed", propensity=0.98) + decisions(
+        "b", 20, 5, snapshot="skewed", propensity=0.02
+    )
+    report = report_of(rows, snapshots=[snapshot])
+    srm = report.sample_ratio
+    assert srm.statistic == pytest.approx(16**2 / 196 + 16**2 / 4)
+    assert srm.verdict == UNRELIABLE and not srm.mismatch
+    assert srm.p_value is not None and srm.p_value < 1e-10
+    assert any("but the test is unreliable" in w and "p = " in w for w in report.warnings)
+
+
+def test_older_decisions_without_a_snapshot_get_the_inverse_propensity_check_apart() -> None:
+    older = decisions("a", 30, 3, start=START - 20 * DAY, tag="o") + decisions(
+        "b", 30, 3, start=START - 20 * DAY, tag="o"
+    )
+    report = report_of(older + adaptive_rows(20, 80), snapshots=halves())
+    assert report.decisions == 260
+    assert report.sample_ratio.kind == POLICY_SNAPSHOTS and report.sample_ratio.decisions == 200
+    fallback = report.sample_ratio_without_snapshots
+    assert fallback is not None and fallback.kind == INVERSE_PROPENSITY
+    assert fallback.decisions == 60 and fallback.observed == (30, 30)
+    assert fallback.verdict == NO_MISMATCH
+    assert any("60 shown decisions have no usable policy snapshot" in w for w in report.warnings)
+
+
+def test_a_snapshot_missing_from_the_log_falls_back_and_is_said() -> None:
+    rows = adaptive_rows(20, 80) + decisions("a", 10, 1, snapshot="lost", start=START + 60 * DAY)
+    report = report_of(rows, snapshots=halves())
+    assert report.sample_ratio.decisions == 200
+    fallback = report.sample_ratio_without_snapshots
+    assert fallback is not None and fallback.decisions == 10
+    assert any(
+        "10 shown decisions name a policy snapshot that cannot be used (it is not in the log)" in w
+        for w in report.warnings
+    )
+
+
+def test_a_propensity_that_disagrees_with_its_snapshot_is_said() -> None:
+    rows = adaptive_rows(20, 80)
+    rows[0] = dataclasses.replace(rows[0], propensity=0.3)
+    report = report_of(rows, snapshots=halves())
+    assert any("1 shown decisions logged a propensity that differs" in w for w in report.warnings)
+
+
+def test_an_arm_missing_from_a_snapshot_has_no_chance_in_it() -> None:
+    # Arm b was added later: the first snapshot names only a. Only the second half has any
+    # expected count for b.
+    arms = (Arm("a", Prompt(title="A")), Arm("b", Prompt(title="B")))
+    snapshots = [
+        PolicyDistribution("only-a", ("a",), (1.0,)),
+        PolicyDistribution("both", ("a", "b"), (0.5, 0.5)),
+    ]
+    later = START + 30 * DAY
+    rows = (
+        decisions("a", 40, 4, snapshot="only-a", propensity=1.0)
+        + decisions("a", 30, 3, snapshot="both", start=later, tag="l")
+        + decisions("b", 30, 3, snapshot="both", start=later, tag="l")
+    )
+    report = report_of(rows, snapshots=snapshots, arms=arms)
+    srm = report.sample_ratio
+    assert srm.expected == pytest.approx((70.0, 30.0)) and srm.observed == (70, 30)
+    assert srm.verdict == NO_MISMATCH
+
+
+# --- resolved decisions: the bandit's pulls ----------------------------------------------------
+
+
+def test_posteriors_and_tests_count_resolved_decisions_like_the_bandit() -> None:
+    # Arm a: 100 shown, only 40 with an outcome (10 taps); arm b: 100 shown, all resolved
+    # (25 taps). Per resolved decision both have a 25% rate; per shown decision a would look
+    # worse (10%).
+    rows = decisions("a", 100, 10, unresolved=60) + decisions("b", 100, 25)
+    report = report_of(rows)
+    a, b = report.arms
+    assert (a.decisions, a.resolved, a.unresolved) == (100, 40, 60)
+    assert (b.decisions, b.resolved, b.unresolved) == (100, 100, 0)
+    assert report.resolved == 140 and report.decisions == 200
+    assert a.reward_rate == pytest.approx(0.25) and b.reward_rate == pytest.approx(0.25)
+    assert a.tap_rate == pytest.approx(0.10)  # outcome rates stay per shown decision
+    assert (a.posterior.alpha, a.posterior.beta) == (11, 31)
+    assert a.posterior == beta_posterior(10, 40)
+    assert report.independence == reward_independence([10, 25], [40, 100])
+    assert report.independence.statistic == pytest.approx(0.0)
+    (versus,) = report.versus_control
+    assert versus.difference == difference_of_proportions(25, 100, 10, 40)
+    expected = best_arm([(11, 31), (26, 76)])
+    assert (a.probability_best, b.probability_best) == expected.probability_best
+    # The timeline's last day has the same cumulative counts, hence the same P(best).
+    assert report.timeline[-1].probability_best == pytest.approx(expected.probability_best)
+    assert sum(bucket.resolved[0] for bucket in report.timeline) == 40
+    # Shown decisions stay the base of the shares and the sample-ratio check.
+    assert a.share_of_decisions == 0.5 and report.sample_ratio.observed == (100, 100)
+    assert any("60 of 200 shown decisions (30%) have no outcome yet" in w for w in report.warnings)
 
 
 def test_off_policy_estimates_of_each_arm_and_uniform() -> None:
@@ -211,7 +402,9 @@ def test_rows_without_a_propensity_are_left_out_and_said_so() -> None:
     assert report.rows_without_propensity == 3
     assert report.sample_ratio.decisions == 200
     assert report.off_policy.rows_excluded == 3
-    assert any("no usable propensity" in w for w in report.warnings)
+    assert any(
+        "no usable propensity" in w and "and the sample-ratio check" in w for w in report.warnings
+    )
 
 
 def test_arms_no_longer_configured_are_reported_last() -> None:
@@ -220,6 +413,16 @@ def test_arms_no_longer_configured_are_reported_last() -> None:
     assert [a.arm_id for a in report.arms] == ["a", "b", "retired"]
     assert not report.arms[2].configured and report.arms[2].decisions == 4
     assert any("no longer configured" in w for w in report.warnings)
+    # An arm only a policy snapshot names (no decision in the range) is reported too: it had
+    # an expected count.
+    snapshot = PolicyDistribution("s", ("a", "b", "gone"), (0.25, 0.25, 0.5))
+    rows = decisions("a", 50, 5, snapshot="s", propensity=0.25) + decisions(
+        "b", 50, 5, snapshot="s", propensity=0.25
+    )
+    gone = report_of(rows, snapshots=[snapshot])
+    assert [a.arm_id for a in gone.arms] == ["a", "b", "gone"]
+    assert gone.arms[2].decisions == 0 and gone.arms[2].expected_decisions == 50.0
+    assert gone.sample_ratio.mismatch  # 50 expected, none chosen
 
 
 def test_recent_decisions_are_pending() -> None:
@@ -329,6 +532,10 @@ def test_the_report_is_json_serialisable() -> None:
     assert back["arms"][1]["taps"] == 25
     assert back["timeline"][0]["day"] == "2026-06-01"
     assert back["sample_ratio"]["expected"] == [100.0, 100.0]
+    assert back["sample_ratio"]["verdict"] == "no mismatch"
+    assert back["arms"][0]["expected_decisions"] == 100.0
+    assert (back["arms"][0]["resolved"], back["arms"][0]["unresolved"]) == (100, 0)
+    assert back["off_policy"]["estimates"][0]["warning_codes"] == []
 
 
 # --- the query ---------------------------------------------------------------------------------

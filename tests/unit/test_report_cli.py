@@ -8,27 +8,32 @@ from pathlib import Path
 
 import pytest
 from nudge_server.errors import InvalidArgument
+from nudge_server.model import Arm, Prompt
+from nudge_server.ope import WARNING_CODES
+from nudge_server.report import PolicyDistribution
 from nudge_server.report_cli import (
     CSV_COLUMNS,
+    TABLE_TOP_POLICIES,
     figure_png,
     format_html,
     format_table,
     parse_time,
     write_csv,
 )
-from test_report import base_rows, report_of
+from test_report import adaptive_rows, base_rows, decisions, halves, report_of
 
 
 def test_the_table_has_every_section() -> None:
     text = format_table(report_of(base_rows()))
     for heading in (
         "Arm report: app shop, campaign streak",
-        "Arms (rates per shown decision)",
-        "Rewards and posteriors",
+        "Arms (rates per shown decision",
+        "Rewards and posteriors per resolved decision",
         "Tests",
         "Arms x reward (chi-square of independence): X2 = 7.792",
         "Versus control 'a'",
-        "Sample ratio (200 decisions): ok",
+        "Sample ratio (200 decisions with a propensity; none has a policy snapshot): no mismatch",
+        "method: chi-square (Wald) test of the inverse-propensity allocation",
         "Holdout (share 0.3; causal): 6 users, 3 treated, 3 held out",
         "Cohorts by first-week engagement",
         "correlation, not causation",
@@ -38,6 +43,51 @@ def test_the_table_has_every_section() -> None:
     ):
         assert heading in text, heading
     assert "a (control)" in text and "25.00%" in text
+    header = next(line for line in text.splitlines() if line.split()[:2] == ["ARM", "DECISIONS"])
+    assert header.split()[-5:] == ["IMPR%", "TAP%", "DISMISS%", "CONV%", "IGNORE%"]
+    assert "EXPECTED" in header.split()
+    posterior = next(line for line in text.splitlines() if "RESOLVED  UNRESOLVED" in line)
+    assert "OPEN WINDOW" in posterior
+
+
+def test_the_sample_ratio_verdict_is_never_ok_next_to_a_tiny_p_value() -> None:
+    snapshot = PolicyDistribution("skewed", ("a", "b"), (0.98, 0.02))
+    rows = decisions("a", 180, 10, snapshot="skewed", propensity=0.98) + decisions(
+        "b", 20, 5, snapshot="skewed", propensity=0.02
+    )
+    text = format_table(report_of(rows, snapshots=[snapshot]))
+    line = next(x for x in text.splitlines() if x.strip().startswith("Sample ratio ("))
+    assert line.startswith("  Sample ratio (200 decisions with a policy snapshot): unreliable;")
+    assert "p = <0.0001" in line and " ok" not in line
+    assert "method: Pearson goodness of fit" in text
+
+    both = format_table(report_of(adaptive_rows(20, 80) + base_rows(), snapshots=halves()))
+    assert "Sample ratio (200 decisions with a policy snapshot): no mismatch" in both
+    assert "Sample ratio, fallback (200 decisions without a policy snapshot):" in both
+
+
+def test_many_arms_keep_the_off_policy_table_short() -> None:
+    arms = tuple(Arm(f"arm-{i}", Prompt()) for i in range(30))
+    rows = [r for i in range(30) for r in decisions(f"arm-{i}", 20, i % 7, propensity=1 / 30)]
+    report = report_of(rows, arms=arms, control_arm_id="arm-0")
+    text = format_table(report)
+    section = text[text.index("Off-policy estimates") : text.index("\nWarnings\n")]
+    lines = [x for x in section.splitlines() if x.startswith(("  always", "  uni"))]
+    # Uniform, the control and the 10 arms with the highest DR estimates, one line each.
+    assert len(lines) == 2 + TABLE_TOP_POLICIES
+    assert lines[0].startswith("  uniform over 30 arms") and "(control)" in lines[1]
+    assert all(len(line) < 160 for line in lines)
+    assert "(19 more policies" in section and "--all-policies" in section
+    # The warnings are short codes, explained once.
+    assert section.count("Warning codes:") == 1
+    used = {code for e in report.off_policy.estimates for code in e.warning_codes}
+    assert used and all(f"{code} = " in section for code in used)
+    assert all(code in dict(WARNING_CODES) for code in used)
+    best = sorted(report.off_policy.estimates[1:30], key=lambda e: -(e.dr.value if e.dr else 0))
+    assert all(any(line.startswith(f"  {e.policy} ") for line in lines) for e in best[:10])
+    everything = format_table(report, all_policies=True)
+    assert "more policies" not in everything
+    assert all(f"  {e.policy}" in everything for e in report.off_policy.estimates)
 
 
 def test_csv_has_one_row_per_arm() -> None:
@@ -48,6 +98,8 @@ def test_csv_has_one_row_per_arm() -> None:
     assert [r["arm_id"] for r in rows] == ["a", "b"]
     assert int(rows[1]["taps"]) == 25 and float(rows[1]["reward_rate"]) == pytest.approx(0.25)
     assert float(rows[0]["posterior_alpha"]) == 11
+    assert float(rows[0]["expected_decisions"]) == 100.0
+    assert (int(rows[0]["resolved"]), int(rows[0]["unresolved"])) == (100, 0)
 
 
 def test_png_and_html_pictures(tmp_path: Path) -> None:

@@ -7,11 +7,17 @@ import csv
 import gzip
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from nudge_server.stats import (
+    INVERSE_PROPENSITY,
+    MISMATCH,
+    NO_MISMATCH,
+    POLICY_SNAPSHOTS,
     SRM_THRESHOLD,
+    UNRELIABLE,
     best_arm,
     beta_posterior,
     chi_square_independence,
@@ -19,6 +25,7 @@ from nudge_server.stats import (
     probability_greater,
     reward_independence,
     sample_ratio_check,
+    snapshot_sample_ratio_check,
     wilson_interval,
 )
 from scipy import integrate
@@ -274,6 +281,7 @@ def test_difference_of_identical_all_zero_groups_has_p_value_one() -> None:
 def test_a_fair_split_is_not_flagged() -> None:
     result = sample_ratio_check([0] * 5_000 + [1] * 5_000, [0.5] * 10_000, 2)
     assert not result.mismatch and result.reliable
+    assert (result.verdict, result.kind) == (NO_MISMATCH, INVERSE_PROPENSITY)
     assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1.0)
     assert result.expected == (5_000.0, 5_000.0)
 
@@ -284,7 +292,7 @@ def test_a_lopsided_split_is_flagged_with_pearsons_statistic() -> None:
     assert result.statistic == pytest.approx(16.0)
     assert result.dof == 1
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(8)), rel=1e-9)
-    assert result.p_value < SRM_THRESHOLD and result.mismatch
+    assert result.p_value < SRM_THRESHOLD and result.mismatch and result.verdict == MISMATCH
     assert "SAMPLE RATIO MISMATCH" in result.note
 
 
@@ -348,7 +356,51 @@ def test_an_arm_never_chosen_despite_its_floor_is_flagged() -> None:
 def test_sample_ratio_with_few_decisions_is_unreliable() -> None:
     result = sample_ratio_check([0, 0, 1], [0.5, 0.5, 0.5], 2)
     assert not result.reliable and "fewer than 5" in result.note
-    assert not sample_ratio_check([], [], 2).reliable
+    assert result.verdict == UNRELIABLE
+    empty = sample_ratio_check([], [], 2)
+    assert not empty.reliable and empty.verdict == UNRELIABLE and empty.p_value is None
+
+
+def test_heavy_tailed_inverse_propensities_are_unreliable() -> None:
+    # 2000 decisions at 50/50, then 1000 at (0.999, 0.001) in which arm 1 was drawn twice: its
+    # 1/p weights are 2 (about 1000 times) and 1000 (twice), a Kish effective size of
+    # 4000^2 / (1000 x 4 + 2 x 1000^2) = 8: two rows decide the test.
+    arms = [0] * 1_000 + [1] * 1_000 + [0] * 998 + [1, 1]
+    propensities = [0.5] * 2_000 + [0.999] * 998 + [0.001, 0.001]
+    result = sample_ratio_check(arms, propensities, 2)
+    assert not result.reliable and not result.mismatch and result.verdict == UNRELIABLE
+    assert "heavy-tailed" in result.note
+
+
+def _converging_log(rng: np.random.Generator, n: int, k: int, floor: float) -> tuple[Any, Any]:
+    """A bandit converging on arm 0 in 20 steps, every arm kept at least floor / k."""
+    t = (np.arange(n) * 20 // n) / 19
+    greedy = np.column_stack([1 / k + (1 - 1 / k) * t] + [(1 - t) / k] * (k - 1))
+    probs = floor / k + (1 - floor) * greedy
+    arms = np.minimum((rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1), k - 1)
+    return arms, probs[np.arange(n), arms]
+
+
+def test_rare_draws_at_the_floor_make_the_inverse_propensity_check_unreliable() -> None:
+    # A correct log (seeded) on which the Wald test gives p ~ 3e-6: in the second half the
+    # other arms had probability 0.002 (weight 500), and whether one of those rare draws
+    # happened decides the statistic. Given the floor, the check says so instead of flagging.
+    arms, propensities = _converging_log(np.random.default_rng(125), 4_000, 10, 0.02)
+    blind = sample_ratio_check(arms, propensities, 10)
+    assert blind.p_value is not None and blind.p_value < 1e-5 and blind.mismatch
+    result = sample_ratio_check(arms, propensities, 10, min_propensity=0.002)
+    assert result.p_value == pytest.approx(blind.p_value)
+    assert not result.mismatch and result.verdict == UNRELIABLE
+    assert "exploration floor" in result.note and "not flagged" in result.note
+    # A generous floor (0.2 / 3 arms) leaves the check reliable and calibrated.
+    rng = np.random.default_rng(1)
+    p_values = []
+    for _ in range(100):
+        arms, propensities = _converging_log(rng, 2_000, 3, 0.3)
+        check = sample_ratio_check(arms, propensities, 3, min_propensity=0.1)
+        assert check.reliable
+        p_values.append(check.p_value)
+    assert np.mean(np.array(p_values) < 0.05) <= 0.09
 
 
 def test_the_open_bandit_datasets_uniform_log_passes_and_agrees_with_pearson() -> None:
@@ -364,3 +416,130 @@ def test_the_open_bandit_datasets_uniform_log_passes_and_agrees_with_pearson() -
     assert result.dof == 79 and result.reliable and not result.mismatch
     assert result.statistic == pytest.approx(pearson, rel=0.02)
     assert result.expected == pytest.approx([125.0] * 80)
+    # A fixed split: the exploration floor of an adaptive policy does not make it unreliable.
+    floored = sample_ratio_check(
+        arms, [float(r["propensity_score"]) for r in rows], 80, min_propensity=0.05 / 80
+    )
+    assert floored.reliable and floored.verdict == NO_MISMATCH
+
+
+# --- sample ratio from policy snapshots --------------------------------------------------------
+
+
+def test_a_fair_fixed_split_passes_the_snapshot_check_with_pearsons_numbers() -> None:
+    # 5000 / 3000 / 2000 decisions all drawn from (0.5, 0.3, 0.2): exactly as expected.
+    arms = [0] * 5_000 + [1] * 3_000 + [2] * 2_000
+    result = snapshot_sample_ratio_check(arms, [0] * 10_000, [[0.5, 0.3, 0.2]])
+    assert (result.kind, result.verdict) == (POLICY_SNAPSHOTS, NO_MISMATCH)
+    assert result.expected == pytest.approx((5_000.0, 3_000.0, 2_000.0))
+    assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1.0)
+    assert result.dof == 2 and result.reliable and not result.mismatch
+    assert result.ips_total == () and result.never_chosen_p_value is None
+    # 5200 / 4800 under 50/50: the textbook X^2 = 16 (the same as the inverse-propensity test).
+    lopsided = snapshot_sample_ratio_check([0] * 5_200 + [1] * 4_800, [0] * 10_000, [[0.5, 0.5]])
+    assert lopsided.statistic == pytest.approx(16.0)
+    assert lopsided.p_value == pytest.approx(math.erfc(math.sqrt(8)), rel=1e-9)
+    assert lopsided.verdict == MISMATCH and "SAMPLE RATIO MISMATCH" in lopsided.note
+
+
+def test_snapshot_expected_counts_of_an_adaptive_log_by_hand() -> None:
+    # 40 decisions drawn from (0.6, 0.3, 0.1), then 60 from (0.2, 0.2, 0.6):
+    # E = (24 + 12, 12 + 12, 4 + 36) = (36, 24, 40). Observed (30, 30, 40):
+    # X^2 = 6^2/36 + 6^2/24 + 0 = 2.5 with 2 df, whose survival function is exp(-x/2).
+    arms = [0] * 30 + [1] * 30 + [2] * 40
+    snapshot = [0] * 40 + [1] * 60
+    result = snapshot_sample_ratio_check(arms, snapshot, [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    assert result.observed == (30, 30, 40)
+    assert result.expected == pytest.approx((36.0, 24.0, 40.0))
+    assert result.statistic == pytest.approx(2.5)
+    assert result.dof == 2
+    assert result.p_value == pytest.approx(math.exp(-1.25))
+    assert result.verdict == NO_MISMATCH
+    # The order of the rows does not matter, only which snapshot each was drawn from.
+    again = snapshot_sample_ratio_check(
+        arms[::-1], snapshot[::-1], [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]
+    )
+    assert again.statistic == pytest.approx(2.5)
+
+
+def test_an_arm_missing_from_a_snapshot_has_probability_zero_and_no_degree_of_freedom() -> None:
+    # Arm 2 is in no snapshot: E = 0, left out of the statistic (df = 2 arms - 1).
+    result = snapshot_sample_ratio_check([0] * 50 + [1] * 50, [0] * 100, [[0.5, 0.5, 0.0]])
+    assert result.expected == (50.0, 50.0, 0.0) and result.dof == 1
+    assert result.verdict == NO_MISMATCH
+    # ... and a decision that chose it anyway is impossible under the log: a mismatch.
+    broken = snapshot_sample_ratio_check([0] * 50 + [1] * 49 + [2], [0] * 100, [[0.5, 0.5, 0.0]])
+    assert broken.mismatch and broken.verdict == MISMATCH
+    assert "1 decision(s) chose an arm their policy snapshot gave probability 0" in broken.note
+
+
+def _snapshot_log(
+    rng: np.random.Generator, n: int, k: int, snapshots: int = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bandit-like log drawn from `snapshots` successive distributions: arm 0's probability
+    drifts from 1/k to 0.9, the others share the rest."""
+    first = 1 / k + (0.9 - 1 / k) * np.arange(snapshots) / (snapshots - 1)
+    table = np.column_stack([first] + [(1 - first) / (k - 1)] * (k - 1))
+    of_row = np.arange(n) * snapshots // n
+    arms = (rng.random(n)[:, None] > np.cumsum(table[of_row], axis=1)).sum(axis=1)
+    return np.minimum(arms, k - 1), of_row, table
+
+
+def test_a_correct_adaptive_log_is_not_flagged_and_the_test_is_conservative() -> None:
+    rng = np.random.default_rng(20240601)
+    p_values = []
+    for _ in range(300):
+        arms, of_row, table = _snapshot_log(rng, 2_000, 3)
+        result = snapshot_sample_ratio_check(arms, of_row, table)
+        assert result.reliable
+        p_values.append(result.p_value)
+    # Exact for a fixed split, conservative when the probabilities change: at most about 5%
+    # of the p-values are below 0.05, and none below the flagging threshold.
+    assert np.mean(np.array(p_values) < 0.05) <= 0.07
+    assert np.mean(np.array(p_values) < SRM_THRESHOLD) == 0.0
+
+
+def test_rows_dropped_from_one_arm_of_an_adaptive_log_are_flagged() -> None:
+    rng = np.random.default_rng(3)
+    arms, of_row, table = _snapshot_log(rng, 20_000, 3)
+    assert not snapshot_sample_ratio_check(arms, of_row, table).mismatch
+    keep = ~((arms == 1) & (rng.random(arms.size) < 0.15))  # 15% of arm 1's rows lost
+    result = snapshot_sample_ratio_check(arms[keep], of_row[keep], table)
+    assert result.mismatch and result.verdict == MISMATCH
+    assert result.observed[1] < result.expected[1]  # type: ignore[operator]
+
+
+def test_small_expected_counts_make_the_snapshot_check_unreliable_never_ok() -> None:
+    # E = (196, 2, 2): Pearson's approximation fails. X^2 = 16^2/196 + 18^2/2 + 2^2/2 is huge,
+    # its p-value tiny: shown, not flagged, and the verdict says "unreliable".
+    arms = [0] * 180 + [1] * 20
+    result = snapshot_sample_ratio_check(arms, [0] * 200, [[0.98, 0.01, 0.01]])
+    assert result.statistic == pytest.approx(16**2 / 196 + 18**2 / 2 + 2**2 / 2)
+    assert result.p_value is not None and result.p_value < 1e-30
+    assert not result.reliable and not result.mismatch and result.verdict == UNRELIABLE
+    assert "expected count below 5" in result.note and "not flagged" in result.note
+    # Arm 2 was never chosen: P = 0.99^200, times 3 arms, is no evidence.
+    assert result.never_chosen_p_value == pytest.approx(3 * 0.99**200)
+
+
+def test_an_arm_never_chosen_is_flagged_even_when_many_arms_dilute_pearson() -> None:
+    # 80 arms drawn uniformly 1600 times (E = 20 each); arm 79 never chosen, the others 20 or
+    # 21. Pearson's X^2 = 20 x 1/20 + 20 = 21 on 79 df says nothing; the exact chance of
+    # never drawing arm 79, (79/80)^1600, times 80 arms, is about 1e-7.
+    arms = [a for a in range(79) for _ in range(20)] + list(range(20))
+    result = snapshot_sample_ratio_check(arms, [0] * 1_600, [[1 / 80] * 80])
+    assert result.statistic == pytest.approx(21.0) and result.dof == 79
+    assert result.p_value is not None and result.p_value > 0.99
+    assert result.never_chosen_p_value == pytest.approx(80 * (79 / 80) ** 1_600)
+    assert result.mismatch and result.verdict == MISMATCH
+
+
+def test_snapshot_check_rejects_bad_input_and_says_when_undefined() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        snapshot_sample_ratio_check([0], [0], [[0.5, 0.4]])
+    with pytest.raises(ValueError, match="out of range"):
+        snapshot_sample_ratio_check([0], [1], [[0.5, 0.5]])
+    empty = snapshot_sample_ratio_check([], [], np.zeros((0, 2)))
+    assert empty.verdict == UNRELIABLE and empty.p_value is None and empty.decisions == 0
+    single = snapshot_sample_ratio_check([0, 0], [0, 0], [[1.0, 0.0]])
+    assert single.statistic is None and single.verdict == UNRELIABLE and "undefined" in single.note

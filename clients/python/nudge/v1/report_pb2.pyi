@@ -16,9 +16,29 @@ class BestArmMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BEST_ARM_METHOD_UNSPECIFIED: _ClassVar[BestArmMethod]
     BEST_ARM_METHOD_EXACT: _ClassVar[BestArmMethod]
     BEST_ARM_METHOD_MONTE_CARLO: _ClassVar[BestArmMethod]
+
+class SampleRatioVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLE_RATIO_VERDICT_UNSPECIFIED: _ClassVar[SampleRatioVerdict]
+    SAMPLE_RATIO_VERDICT_MISMATCH: _ClassVar[SampleRatioVerdict]
+    SAMPLE_RATIO_VERDICT_NO_MISMATCH: _ClassVar[SampleRatioVerdict]
+    SAMPLE_RATIO_VERDICT_UNRELIABLE: _ClassVar[SampleRatioVerdict]
+
+class SampleRatioMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLE_RATIO_METHOD_UNSPECIFIED: _ClassVar[SampleRatioMethod]
+    SAMPLE_RATIO_METHOD_POLICY_SNAPSHOTS: _ClassVar[SampleRatioMethod]
+    SAMPLE_RATIO_METHOD_INVERSE_PROPENSITY: _ClassVar[SampleRatioMethod]
 BEST_ARM_METHOD_UNSPECIFIED: BestArmMethod
 BEST_ARM_METHOD_EXACT: BestArmMethod
 BEST_ARM_METHOD_MONTE_CARLO: BestArmMethod
+SAMPLE_RATIO_VERDICT_UNSPECIFIED: SampleRatioVerdict
+SAMPLE_RATIO_VERDICT_MISMATCH: SampleRatioVerdict
+SAMPLE_RATIO_VERDICT_NO_MISMATCH: SampleRatioVerdict
+SAMPLE_RATIO_VERDICT_UNRELIABLE: SampleRatioVerdict
+SAMPLE_RATIO_METHOD_UNSPECIFIED: SampleRatioMethod
+SAMPLE_RATIO_METHOD_POLICY_SNAPSHOTS: SampleRatioMethod
+SAMPLE_RATIO_METHOD_INVERSE_PROPENSITY: SampleRatioMethod
 
 class GetArmReportRequest(_message.Message):
     __slots__ = ("app_id", "campaign_id", "start_time", "end_time", "segment")
@@ -56,7 +76,7 @@ class Interval(_message.Message):
     def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class ArmReport(_message.Message):
-    __slots__ = ("app_id", "campaign_id", "display_name", "reward_metric", "control_arm_id", "start_time", "end_time", "segment", "data_end", "decisions", "arms", "best_arm_method", "best_arm_draws", "best_arm_seed", "best_arm_error", "independence", "versus_control", "sample_ratio", "rows_without_propensity", "holdout", "cohorts", "off_policy", "timeline", "timeline_draws", "warnings")
+    __slots__ = ("app_id", "campaign_id", "display_name", "reward_metric", "control_arm_id", "start_time", "end_time", "segment", "data_end", "decisions", "arms", "best_arm_method", "best_arm_draws", "best_arm_seed", "best_arm_error", "independence", "versus_control", "sample_ratio", "rows_without_propensity", "holdout", "cohorts", "off_policy", "timeline", "timeline_draws", "warnings", "resolved", "sample_ratio_without_snapshots")
     class SegmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +109,8 @@ class ArmReport(_message.Message):
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_DRAWS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_WITHOUT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     campaign_id: str
     display_name: str
@@ -114,10 +136,12 @@ class ArmReport(_message.Message):
     timeline: _containers.RepeatedCompositeFieldContainer[TimelineBucket]
     timeline_draws: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, app_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., display_name: _Optional[str] = ..., reward_metric: _Optional[_Union[_admin_pb2.RewardMetric, str]] = ..., control_arm_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segment: _Optional[_Mapping[str, str]] = ..., data_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmRow, _Mapping]]] = ..., best_arm_method: _Optional[_Union[BestArmMethod, str]] = ..., best_arm_draws: _Optional[int] = ..., best_arm_seed: _Optional[int] = ..., best_arm_error: _Optional[float] = ..., independence: _Optional[_Union[ChiSquareTest, _Mapping]] = ..., versus_control: _Optional[_Iterable[_Union[ControlComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., rows_without_propensity: _Optional[int] = ..., holdout: _Optional[_Union[HoldoutComparison, _Mapping]] = ..., cohorts: _Optional[_Union[CohortView, _Mapping]] = ..., off_policy: _Optional[_Union[OffPolicyEvaluation, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineBucket, _Mapping]]] = ..., timeline_draws: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    resolved: int
+    sample_ratio_without_snapshots: SampleRatioCheck
+    def __init__(self, app_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., display_name: _Optional[str] = ..., reward_metric: _Optional[_Union[_admin_pb2.RewardMetric, str]] = ..., control_arm_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segment: _Optional[_Mapping[str, str]] = ..., data_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmRow, _Mapping]]] = ..., best_arm_method: _Optional[_Union[BestArmMethod, str]] = ..., best_arm_draws: _Optional[int] = ..., best_arm_seed: _Optional[int] = ..., best_arm_error: _Optional[float] = ..., independence: _Optional[_Union[ChiSquareTest, _Mapping]] = ..., versus_control: _Optional[_Iterable[_Union[ControlComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., rows_without_propensity: _Optional[int] = ..., holdout: _Optional[_Union[HoldoutComparison, _Mapping]] = ..., cohorts: _Optional[_Union[CohortView, _Mapping]] = ..., off_policy: _Optional[_Union[OffPolicyEvaluation, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineBucket, _Mapping]]] = ..., timeline_draws: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., resolved: _Optional[int] = ..., sample_ratio_without_snapshots: _Optional[_Union[SampleRatioCheck, _Mapping]] = ...) -> None: ...
 
 class ArmRow(_message.Message):
-    __slots__ = ("arm_id", "configured", "is_control", "decisions", "share_of_decisions", "impressions", "taps", "dismissals", "conversions", "ignores", "impression_rate", "tap_rate", "dismiss_rate", "conversion_rate", "ignore_rate", "rewards", "reward_rate", "reward_rate_interval", "posterior_alpha", "posterior_beta", "posterior_mean", "credible_interval", "probability_best", "expected_loss", "pending")
+    __slots__ = ("arm_id", "configured", "is_control", "decisions", "share_of_decisions", "impressions", "taps", "dismissals", "conversions", "ignores", "impression_rate", "tap_rate", "dismiss_rate", "conversion_rate", "ignore_rate", "rewards", "reward_rate", "reward_rate_interval", "posterior_alpha", "posterior_beta", "posterior_mean", "credible_interval", "probability_best", "expected_loss", "pending", "resolved", "unresolved", "expected_decisions")
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIGURED_FIELD_NUMBER: _ClassVar[int]
     IS_CONTROL_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +167,9 @@ class ArmRow(_message.Message):
     PROBABILITY_BEST_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_LOSS_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    UNRESOLVED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     arm_id: str
     configured: bool
     is_control: bool
@@ -168,7 +195,10 @@ class ArmRow(_message.Message):
     probability_best: float
     expected_loss: float
     pending: int
-    def __init__(self, arm_id: _Optional[str] = ..., configured: _Optional[bool] = ..., is_control: _Optional[bool] = ..., decisions: _Optional[int] = ..., share_of_decisions: _Optional[float] = ..., impressions: _Optional[int] = ..., taps: _Optional[int] = ..., dismissals: _Optional[int] = ..., conversions: _Optional[int] = ..., ignores: _Optional[int] = ..., impression_rate: _Optional[float] = ..., tap_rate: _Optional[float] = ..., dismiss_rate: _Optional[float] = ..., conversion_rate: _Optional[float] = ..., ignore_rate: _Optional[float] = ..., rewards: _Optional[int] = ..., reward_rate: _Optional[float] = ..., reward_rate_interval: _Optional[_Union[Interval, _Mapping]] = ..., posterior_alpha: _Optional[float] = ..., posterior_beta: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., credible_interval: _Optional[_Union[Interval, _Mapping]] = ..., probability_best: _Optional[float] = ..., expected_loss: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+    resolved: int
+    unresolved: int
+    expected_decisions: float
+    def __init__(self, arm_id: _Optional[str] = ..., configured: _Optional[bool] = ..., is_control: _Optional[bool] = ..., decisions: _Optional[int] = ..., share_of_decisions: _Optional[float] = ..., impressions: _Optional[int] = ..., taps: _Optional[int] = ..., dismissals: _Optional[int] = ..., conversions: _Optional[int] = ..., ignores: _Optional[int] = ..., impression_rate: _Optional[float] = ..., tap_rate: _Optional[float] = ..., dismiss_rate: _Optional[float] = ..., conversion_rate: _Optional[float] = ..., ignore_rate: _Optional[float] = ..., rewards: _Optional[int] = ..., reward_rate: _Optional[float] = ..., reward_rate_interval: _Optional[_Union[Interval, _Mapping]] = ..., posterior_alpha: _Optional[float] = ..., posterior_beta: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., credible_interval: _Optional[_Union[Interval, _Mapping]] = ..., probability_best: _Optional[float] = ..., expected_loss: _Optional[float] = ..., pending: _Optional[int] = ..., resolved: _Optional[int] = ..., unresolved: _Optional[int] = ..., expected_decisions: _Optional[float] = ...) -> None: ...
 
 class ChiSquareTest(_message.Message):
     __slots__ = ("statistic", "dof", "p_value", "reliable", "note")
@@ -233,7 +263,7 @@ class SampleRatioArm(_message.Message):
     def __init__(self, arm_id: _Optional[str] = ..., observed: _Optional[int] = ..., expected: _Optional[float] = ..., ips_total: _Optional[float] = ...) -> None: ...
 
 class SampleRatioCheck(_message.Message):
-    __slots__ = ("arms", "decisions", "statistic", "dof", "p_value", "never_chosen_p_value", "mismatch", "reliable", "note", "threshold", "method")
+    __slots__ = ("arms", "decisions", "statistic", "dof", "p_value", "never_chosen_p_value", "mismatch", "reliable", "note", "threshold", "method", "verdict", "kind")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +275,8 @@ class SampleRatioCheck(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[SampleRatioArm]
     decisions: int
     statistic: float
@@ -256,7 +288,9 @@ class SampleRatioCheck(_message.Message):
     note: str
     threshold: float
     method: str
-    def __init__(self, arms: _Optional[_Iterable[_Union[SampleRatioArm, _Mapping]]] = ..., decisions: _Optional[int] = ..., statistic: _Optional[float] = ..., dof: _Optional[int] = ..., p_value: _Optional[float] = ..., never_chosen_p_value: _Optional[float] = ..., mismatch: _Optional[bool] = ..., reliable: _Optional[bool] = ..., note: _Optional[str] = ..., threshold: _Optional[float] = ..., method: _Optional[str] = ...) -> None: ...
+    verdict: SampleRatioVerdict
+    kind: SampleRatioMethod
+    def __init__(self, arms: _Optional[_Iterable[_Union[SampleRatioArm, _Mapping]]] = ..., decisions: _Optional[int] = ..., statistic: _Optional[float] = ..., dof: _Optional[int] = ..., p_value: _Optional[float] = ..., never_chosen_p_value: _Optional[float] = ..., mismatch: _Optional[bool] = ..., reliable: _Optional[bool] = ..., note: _Optional[str] = ..., threshold: _Optional[float] = ..., method: _Optional[str] = ..., verdict: _Optional[_Union[SampleRatioVerdict, str]] = ..., kind: _Optional[_Union[SampleRatioMethod, str]] = ...) -> None: ...
 
 class GroupComparison(_message.Message):
     __slots__ = ("metric", "days", "treated_users", "treated_successes", "holdout_users", "holdout_successes", "treated_interval", "holdout_interval", "lift", "unmeasurable_users")
@@ -357,7 +391,7 @@ class Estimate(_message.Message):
     def __init__(self, value: _Optional[float] = ..., standard_error: _Optional[float] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ...) -> None: ...
 
 class PolicyEstimate(_message.Message):
-    __slots__ = ("policy", "ips", "snips", "dr", "effective_sample_size", "max_weight", "unsupported_mass", "warnings")
+    __slots__ = ("policy", "ips", "snips", "dr", "effective_sample_size", "max_weight", "unsupported_mass", "warnings", "warning_codes")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     IPS_FIELD_NUMBER: _ClassVar[int]
     SNIPS_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +400,7 @@ class PolicyEstimate(_message.Message):
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     UNSUPPORTED_MASS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    WARNING_CODES_FIELD_NUMBER: _ClassVar[int]
     policy: str
     ips: Estimate
     snips: Estimate
@@ -374,7 +409,8 @@ class PolicyEstimate(_message.Message):
     max_weight: float
     unsupported_mass: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, policy: _Optional[str] = ..., ips: _Optional[_Union[Estimate, _Mapping]] = ..., snips: _Optional[_Union[Estimate, _Mapping]] = ..., dr: _Optional[_Union[Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., max_weight: _Optional[float] = ..., unsupported_mass: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    warning_codes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, policy: _Optional[str] = ..., ips: _Optional[_Union[Estimate, _Mapping]] = ..., snips: _Optional[_Union[Estimate, _Mapping]] = ..., dr: _Optional[_Union[Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., max_weight: _Optional[float] = ..., unsupported_mass: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., warning_codes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExcludedRows(_message.Message):
     __slots__ = ("reason", "count")
@@ -405,15 +441,17 @@ class OffPolicyEvaluation(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., rows_used: _Optional[int] = ..., rows_excluded: _Optional[int] = ..., excluded: _Optional[_Iterable[_Union[ExcludedRows, _Mapping]]] = ..., logged_value: _Optional[float] = ..., estimates: _Optional[_Iterable[_Union[PolicyEstimate, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., reward_model: _Optional[str] = ...) -> None: ...
 
 class TimelineBucket(_message.Message):
-    __slots__ = ("day_start", "decisions", "rewards", "share", "probability_best")
+    __slots__ = ("day_start", "decisions", "rewards", "share", "probability_best", "resolved")
     DAY_START_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_BEST_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
     day_start: _timestamp_pb2.Timestamp
     decisions: _containers.RepeatedScalarFieldContainer[int]
     rewards: _containers.RepeatedScalarFieldContainer[int]
     share: _containers.RepeatedScalarFieldContainer[float]
     probability_best: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, day_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[_Iterable[int]] = ..., rewards: _Optional[_Iterable[int]] = ..., share: _Optional[_Iterable[float]] = ..., probability_best: _Optional[_Iterable[float]] = ...) -> None: ...
+    resolved: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, day_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[_Iterable[int]] = ..., rewards: _Optional[_Iterable[int]] = ..., share: _Optional[_Iterable[float]] = ..., probability_best: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Iterable[int]] = ...) -> None: ...
