@@ -15,6 +15,9 @@ from .errors import (
     InvalidArgument,
     NotFound,
     NudgeError,
+    ReportFailed,
+    ResourceExhausted,
+    StoreTimeout,
     StoreUnavailable,
 )
 
@@ -30,7 +33,11 @@ _CODES: list[tuple[type[NudgeError], grpc.StatusCode]] = [
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # Before StoreUnavailable, of which it is a kind.
+    (StoreTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ReportFailed, grpc.StatusCode.INTERNAL),
 ]
 
 
@@ -66,7 +73,9 @@ def grpc_errors(handler: Handler[Servicer, Req, Resp]) -> Handler[Servicer, Req,
             return await handler(self, request, context)
         except NudgeError as exc:
             code = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
+            if isinstance(exc, ReportFailed):  # its cause was logged where it happened
+                log.error("report_failed", extra={"rpc": handler.__name__, "error": str(exc)})
+            elif code is grpc.StatusCode.INTERNAL:
                 log.exception("unmapped_error", extra={"rpc": handler.__name__})
             await context.abort(code, status_message(exc))
             raise  # unreachable: abort raises

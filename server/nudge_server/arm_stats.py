@@ -17,6 +17,7 @@ from typing import Self
 
 import numpy as np
 
+from .background import periodic
 from .bandit import ArmStats, CampaignPolicy
 from .errors import StoreUnavailable
 from .model import Campaign
@@ -81,13 +82,14 @@ class PolicyCache:
     ) -> None:
         self._store = store
         self._active_campaigns = active_campaigns
-        self._refresh_s = refresh_s
         self._rng = np.random.default_rng(seed)
         self._policies: dict[CampaignKey, CampaignPolicy] = {}
         self._save_snapshots = save_snapshots
         #: Snapshots decisions were (or may be) drawn from, not yet in the log.
         self._unsaved: dict[str, PolicySnapshot] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = periodic(
+            "arm-stats-refresh", refresh_s, self._round, crash_event="arm_stats_refresh_crashed"
+        )
 
     def policy_for(self, campaign: Campaign) -> CampaignPolicy:
         """The current policy of a campaign (no I/O)."""
@@ -141,26 +143,26 @@ class PolicyCache:
                 fresh[key] = self._named(campaign, built)
         self._policies = fresh
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.refresh()
-            except StoreUnavailable as exc:
-                log.warning("arm_stats_refresh_failed", extra={"error": str(exc)})
-            except Exception:  # keep refreshing whatever happens; the last policies stay
-                log.exception("arm_stats_refresh_crashed")
-            try:
-                await self.flush_snapshots()
-            except StoreUnavailable as exc:  # the snapshots wait for the next round
-                log.warning("policy_snapshots_not_saved", extra={"error": str(exc)})
+    async def _round(self) -> None:
+        """One background round: refresh the policies (the last ones stay when it fails), then
+        save the snapshots."""
+        try:
+            await self.refresh()
+        except StoreUnavailable as exc:
+            log.warning("arm_stats_refresh_failed", extra={"error": str(exc)})
+        except Exception:  # keep refreshing whatever happens; the last policies stay
+            log.exception("arm_stats_refresh_crashed")
+        try:
+            await self.flush_snapshots()
+        except StoreUnavailable as exc:  # the snapshots wait for the next round
+            log.warning("policy_snapshots_not_saved", extra={"error": str(exc)})
 
     async def __aenter__(self) -> Self:
         try:
             await self.refresh()
         except StoreUnavailable as exc:
             log.warning("arm_stats_initial_refresh_failed", extra={"error": str(exc)})
-        self._task = asyncio.create_task(self._run(), name="arm-stats-refresh")
+        self._refresher.start()
         return self
 
     async def __aexit__(
@@ -169,12 +171,7 @@ class PolicyCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self._refresher.stop()
         try:
             await self.flush_snapshots()
         except StoreUnavailable as error:

@@ -11,8 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import asyncpg
 
 from . import report_cli
 from .config import campaign_to_doc, load_yaml, parse_document
-from .config_store import PG_UNAVAILABLE, ConfigStore
+from .config_store import ConfigStore
 from .delivery import cli as delivery_cli
 from .errors import (
     ConfigError,
@@ -31,6 +30,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .migrate import MigrationError, apply_migrations
+from .postgres import open_pool
 from .push_jobs import list_push_jobs
 from .settings import PostgresSettings, ServerSettings
 
@@ -45,24 +45,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-@asynccontextmanager
-async def _pool(settings: PostgresSettings) -> AsyncIterator[asyncpg.Pool]:
-    try:
-        pool = await asyncpg.create_pool(
-            settings.dsn,
-            min_size=1,
-            max_size=2,
-            command_timeout=settings.command_timeout_s,
-            timeout=settings.command_timeout_s,
-        )
-    except PG_UNAVAILABLE as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -89,7 +71,7 @@ async def _apply(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{path}: valid ({len(apps)} apps, {len(campaigns)} campaigns); nothing applied")
         return EXIT_OK
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env()) as pool:
         counts = await ConfigStore(pool).apply(apps, campaigns)
     print(
         f"applied {path}: apps {counts['apps_created']} created, {counts['apps_updated']} "
@@ -101,7 +83,7 @@ async def _apply(args: argparse.Namespace) -> int:
 
 
 async def _campaigns_list(args: argparse.Namespace) -> int:
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env()) as pool:
         campaigns = await ConfigStore(pool).list_campaigns(args.app)
     if args.json:
         print(json.dumps([campaign_to_doc(c) for c in campaigns], indent=2))
@@ -122,7 +104,7 @@ async def _campaigns_list(args: argparse.Namespace) -> int:
 
 
 async def _push_list(args: argparse.Namespace) -> int:
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env()) as pool:
         jobs = await list_push_jobs(pool, app_id=args.app, status=args.status, limit=args.limit)
     if args.json:
         print(json.dumps(jobs, indent=2, default=_json_default))

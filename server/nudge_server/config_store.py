@@ -9,35 +9,23 @@ only grows, and two snapshots with one revision have the same content.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import asyncpg
 
+from .background import periodic
 from .config import app_to_doc, campaign_to_doc, parse_app, parse_campaign
-from .errors import ConfigError, NotFound, StoreUnavailable, shown
+from .errors import ConfigError, NotFound, shown
 from .model import App, Campaign, CampaignStatus, Channel
+from .postgres import connection
 from .settings import DecisionSettings
 
 log = logging.getLogger(__name__)
-
-#: asyncpg errors that mean "PostgreSQL is not there or not answering", as opposed to a query
-#: that PostgreSQL refused.
-PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.InvalidCatalogNameError,
-    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
-)
 
 _UPSERT_APP = """
 INSERT INTO apps (app_id, display_name, policy)
@@ -175,26 +163,16 @@ class ConfigStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except PG_UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
-
     async def put_app(self, app: App) -> App:
         """Creates the app or replaces it whole; returns it as stored."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.fetchrow(_UPSERT_APP, app.app_id, app.display_name, _policy_json(app), True)
             await conn.execute(_BUMP_REVISION)
         return app
 
     async def get_app(self, app_id: str) -> App:
         """The app; NotFound when it does not exist."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_SELECT_APP, app_id)
         if row is None:
             raise NotFound(f"app {shown(app_id)} does not exist")
@@ -203,7 +181,7 @@ class ConfigStore:
     async def put_campaign(self, campaign: Campaign) -> Campaign:
         """Creates the campaign or replaces it whole; NotFound when its app does not exist.
         Returns it as stored, with `updated_at` set."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             row = await self._upsert_campaign(conn, campaign, force=True)
             await conn.execute(_BUMP_REVISION)
         assert row is not None  # forced: the row is always written
@@ -211,7 +189,7 @@ class ConfigStore:
 
     async def get_campaign(self, app_id: str, campaign_id: str) -> Campaign:
         """One campaign; NotFound when it does not exist."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_SELECT_CAMPAIGN, app_id, campaign_id)
         if row is None:
             raise NotFound(f"campaign {shown(campaign_id)} of app {shown(app_id)} does not exist")
@@ -219,7 +197,7 @@ class ConfigStore:
 
     async def list_campaigns(self, app_id: str) -> list[Campaign]:
         """Every campaign of the app, ordered by id; NotFound when the app does not exist."""
-        async with self._connection() as conn, conn.transaction(readonly=True):
+        async with connection(self._pool) as conn, conn.transaction(readonly=True):
             if await conn.fetchval(_APP_EXISTS, app_id) is None:
                 raise NotFound(f"app {shown(app_id)} does not exist")
             rows = await conn.fetch(_SELECT_APP_CAMPAIGNS, app_id)
@@ -243,7 +221,7 @@ class ConfigStore:
             ),
             0,
         )
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             for app in apps:
                 row = await conn.fetchrow(
                     _UPSERT_APP, app.app_id, app.display_name, _policy_json(app), False
@@ -262,14 +240,14 @@ class ConfigStore:
 
     async def revision(self) -> int:
         """The current configuration revision."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             return int(await conn.fetchval(_SELECT_REVISION))
 
     async def load_snapshot(self) -> ConfigSnapshot:
         """Everything, read consistently in one transaction. A stored campaign that no longer
         validates is logged and left out rather than failing the whole snapshot."""
         async with (
-            self._connection() as conn,
+            connection(self._pool) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             revision = int(await conn.fetchval(_SELECT_REVISION))
@@ -332,10 +310,15 @@ class ConfigCache:
 
     def __init__(self, store: ConfigStore, settings: DecisionSettings) -> None:
         self._store = store
-        self._interval = settings.config_refresh_s
         self._snapshot = EMPTY_SNAPSHOT
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self._poller = periodic(
+            "nudge-config-refresh",
+            settings.config_refresh_s,
+            self._poll,
+            crash_event="config_refresh_crashed",
+        )
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -344,7 +327,7 @@ class ConfigCache:
 
     async def __aenter__(self) -> Self:
         await self.refresh_now()
-        self._task = asyncio.create_task(self._poll(), name="nudge-config-refresh")
+        self._poller.start()
         return self
 
     async def __aexit__(
@@ -353,11 +336,7 @@ class ConfigCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
     async def refresh_now(self) -> ConfigSnapshot:
         """Reloads the snapshot at once (raises StoreUnavailable when PostgreSQL is down)."""
@@ -371,24 +350,21 @@ class ConfigCache:
             return snapshot
 
     async def _poll(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                if await self._store.revision() != self._snapshot.revision:
-                    await self.refresh_now()
-                if failing:
-                    log.info(
-                        "config_refresh_recovered", extra={"revision": self._snapshot.revision}
-                    )
-                failing = False
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
-                if not failing:
-                    log.warning(
-                        "config_refresh_failed",
-                        extra={
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "revision": self._snapshot.revision,
-                        },
-                    )
-                failing = True
+        """One poll: reload when the revision changed. A failure is logged once, until a poll
+        succeeds again; the last good snapshot stays."""
+        try:
+            if await self._store.revision() != self._snapshot.revision:
+                await self.refresh_now()
+            if self._failing:
+                log.info("config_refresh_recovered", extra={"revision": self._snapshot.revision})
+            self._failing = False
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+            if not self._failing:
+                log.warning(
+                    "config_refresh_failed",
+                    extra={
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "revision": self._snapshot.revision,
+                    },
+                )
+            self._failing = True

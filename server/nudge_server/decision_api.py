@@ -10,7 +10,7 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from nudge.v1 import decision_pb2, decision_pb2_grpc
 
-from . import requests
+from . import requests, wire
 from .api_errors import grpc_errors
 from .decisions import Clock, Decision, DecisionEngine
 from .errors import MAX_SHOWN, InvalidArgument
@@ -43,7 +43,6 @@ OUTCOMES = {
 }
 REASON_PROTO = {reason: decision_pb2.Reason.Value(f"REASON_{reason.name}") for reason in Reason}
 T = TypeVar("T")
-_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the Timestamp range
 
 
 def enum_value(mapping: Mapping[Any, T], value: int, field: str) -> T:
@@ -54,23 +53,8 @@ def enum_value(mapping: Mapping[Any, T], value: int, field: str) -> T:
         raise InvalidArgument(field, f"unknown value {value}") from None
 
 
-def timestamp(message: timestamp_pb2.Timestamp, present: bool, field: str) -> dt.datetime | None:
-    """An aware UTC datetime from a Timestamp field, or None when it is unset."""
-    if not present:
-        return None
-    if not -62135596800 <= message.seconds <= _MAX_SECONDS or not 0 <= message.nanos < 10**9:
-        raise InvalidArgument(field, "is outside the Timestamp range")
-    return dt.datetime.fromtimestamp(message.seconds, dt.UTC) + dt.timedelta(
-        microseconds=message.nanos // 1000
-    )
-
-
 def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    return None if value is None else wire.to_timestamp(value)
 
 
 def struct_value(value: struct_pb2.Value, field: str, depth: int = 0) -> Any:
@@ -152,7 +136,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             locale=request.locale,
             platform=enum_value(PLATFORMS, request.platform, "platform"),
             client_request_id=request.client_request_id,
-            event_time=timestamp(request.event_time, request.HasField("event_time"), "event_time"),
+            event_time=wire.timestamp(
+                request.event_time, request.HasField("event_time"), "event_time"
+            ),
             now=self._clock(),
         )
         decision = await self._engine.decide(decide_input)
@@ -170,7 +156,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             decision_id=request.decision_id,
             kind=enum_value(OUTCOMES, request.type, "type"),
             value=request.value,
-            occurred_at=timestamp(
+            occurred_at=wire.timestamp(
                 request.occurred_at, request.HasField("occurred_at"), "occurred_at"
             ),
             now=self._clock(),

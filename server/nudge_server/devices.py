@@ -8,11 +8,10 @@ new registration revives it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,9 +19,9 @@ from typing import Any
 import asyncpg
 
 from . import requests
-from .config_store import PG_UNAVAILABLE
-from .errors import InvalidArgument, NotFound, StoreUnavailable
+from .errors import InvalidArgument, NotFound
 from .model import Platform
+from .postgres import connection
 
 
 class AppEnvironment(StrEnum):
@@ -170,20 +169,10 @@ class DeviceStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except PG_UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
-
     async def register(self, reg: Registration) -> tuple[Device, bool]:
         """Stores the registration; returns the device and whether it is new. NotFound when the
         app does not exist."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             if await conn.fetchval(_APP_EXISTS, reg.app_id) is None:
                 raise NotFound(f"app_id: app {reg.app_id!r} does not exist")
             row = await conn.fetchrow(
@@ -199,19 +188,19 @@ class DeviceStore:
 
     async def unregister(self, app_id: str, user_id: str, platform: Platform, token: str) -> bool:
         """Unregisters an active token of this user; False when there was none."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             status = await conn.execute(_UNREGISTER, app_id, user_id, platform.value, token)
         return bool(status.rsplit(" ", 1)[-1] != "0")
 
     async def list(self, app_id: str, user_id: str, include_inactive: bool = False) -> list[Device]:
         """The user's devices, newest registration first."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_LIST, app_id, user_id, include_inactive)
         return [device_from_row(row) for row in rows]
 
     async def get(self, device_id: uuid.UUID) -> Device | None:
         """One device, or None."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_GET, device_id)
         return None if row is None else device_from_row(row)
 
@@ -221,6 +210,6 @@ class DeviceStore:
         """Retires an active token the provider reported gone. With `gone_since` (APNs tells
         when it learnt the token was invalid), a token registered again after that instant is
         left active. Returns whether the token was retired."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             status = await conn.execute(RETIRE_SQL, device_id, reason, gone_since)
         return bool(status.rsplit(" ", 1)[-1] != "0")

@@ -27,6 +27,10 @@ class InvalidArgument(NudgeError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple[type[InvalidArgument], tuple[str, str]]:
+        # Picklable (a report's child process sends its errors back): rebuilt from both parts.
+        return type(self), (self.field, self.message)
+
 
 class NotFound(NudgeError):
     """The app, campaign or decision named by the request does not exist (for this caller)."""
@@ -40,6 +44,21 @@ class StoreUnavailable(NudgeError):
     """Redis or PostgreSQL did not answer in time or refused the connection."""
 
 
+class StoreTimeout(StoreUnavailable):
+    """PostgreSQL took longer than its command timeout to answer (a query too slow for it, or a
+    database that stopped answering): the work was abandoned."""
+
+
+class ResourceExhausted(NudgeError):
+    """A limit of the service was reached: too many reports running and waiting, or an answer
+    larger than the server sends. Retry later, or ask for less."""
+
+
+class ReportFailed(NudgeError):
+    """A report could not be computed for a reason that is not the caller's (its process died,
+    or an unexpected error, logged by the server)."""
+
+
 class ConfigError(NudgeError):
     """A configuration document (app, campaign, settings) is invalid. `path` names the field."""
 
@@ -47,3 +66,6 @@ class ConfigError(NudgeError):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        return type(self), (self.path, self.message)

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from .config_store import PG_UNAVAILABLE
-from .errors import InvalidArgument, StoreUnavailable
+from .errors import InvalidArgument
+from .postgres import connection
 
 MAX_LIMIT = 1000
 
@@ -35,11 +35,8 @@ async def list_push_jobs(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
-    try:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(_LIST, app_id, status, limit)
-    except PG_UNAVAILABLE as exc:
-        raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
+    async with connection(pool) as conn:
+        rows = await conn.fetch(_LIST, app_id, status, limit)
     jobs: list[dict[str, Any]] = []
     for row in rows:
         job = dict(row)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -82,11 +82,17 @@ COHORT_GROUPS: tuple[tuple[str, int, int | None], ...] = (
     ("2", 2, 2),
     ("3+", 3, None),
 )
-#: Probability-best over time: Monte Carlo draws per daily bucket are at most this budget / arms.
+#: The timeline has at most this many buckets: UTC days while they fit, else the first of ISO
+#: weeks, calendar months, quarters or years that fits (see `_timeline`).
+TIMELINE_MAX_BUCKETS = 120
+#: Bucket sizes, finest first.
+TIMELINE_BUCKETS = ("day", "week", "month", "quarter", "year")
+#: Probability-best over time: Monte Carlo draws per bucket are at most this budget / arms, and
+#: at most TIMELINE_MAX_DRAWS ...
 TIMELINE_SAMPLE_BUDGET = 400_000
-TIMELINE_MIN_DRAWS = 1_000
 TIMELINE_MAX_DRAWS = 20_000
-#: ... and all buckets together draw at most about this many samples.
+#: ... and all buckets together draw at most this many samples (buckets x arms x draws): many
+#: buckets or many arms mean fewer draws per bucket (timeline_draws says how many).
 TIMELINE_TOTAL_SAMPLES = 40_000_000
 
 CORRELATION_NOTE = (
@@ -126,6 +132,17 @@ class ReportQuery:
         """The segment's value for a column, or None when it does not filter on it."""
         return self.segment.get(key)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (the server sends queries to a child process; a mappingproxy is not):
+        # rebuilt, and checked again, by validate_query.
+        return validate_query, (
+            self.app_id,
+            self.campaign_id,
+            self.start,
+            self.end,
+            dict(self.segment),
+        )
+
 
 _SEGMENT_VALUES: Mapping[str, tuple[str, ...]] = {
     "platform": tuple(p.value for p in Platform),
@@ -141,7 +158,8 @@ def validate_query(
     segment: Mapping[str, str] | None = None,
 ) -> ReportQuery:
     """A checked ReportQuery. InvalidArgument names the field: app_id, campaign_id, start_time,
-    end_time (times must carry a UTC offset; the end must be after the start) or segment.<key>
+    end_time (times must carry a UTC offset and lie in years 1 to 9999 in UTC; the end must be
+    after the start) or segment.<key>
     (only the keys of SEGMENT_KEYS; platform and requested_channel take their enum values)."""
     if not app_id:
         raise InvalidArgument("app_id", "is required")
@@ -150,8 +168,18 @@ def validate_query(
     requests.app_id(app_id, "app_id")
     requests.app_id(campaign_id, "campaign_id")
     for name, moment in (("start_time", start), ("end_time", end)):
-        if moment is not None and moment.utcoffset() is None:
+        if moment is None:
+            continue
+        if moment.utcoffset() is None:
             raise InvalidArgument(name, "must carry a time zone (UTC offset)")
+        try:
+            moment.astimezone(dt.UTC)
+        except OverflowError:
+            raise InvalidArgument(
+                name,
+                f"{moment.isoformat()} is outside the range of times "
+                "(0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)",
+            ) from None
     if start is not None and end is not None and not start < end:
         raise InvalidArgument(
             "end_time", f"must be after start_time ({start.isoformat()}), got {end.isoformat()}"
@@ -397,9 +425,11 @@ class Cohorts:
 
 @dataclass(frozen=True)
 class TimelineBucket:
-    """One UTC day: each arm's decisions that day, its share of them, and its probability of
-    being best given the cumulative counts up to the end of that day."""
+    """One bucket of the timeline (a UTC day, or a week, month, quarter or year of UTC days, as
+    `ArmReport.timeline_bucket` says): each arm's decisions in it, its share of them, and its
+    probability of being best given the cumulative counts up to the end of the bucket."""
 
+    #: The bucket's first day (a Monday for weeks, the 1st for months, quarters and years).
     day: dt.date
     decisions: tuple[int, ...]
     #: Of them, resolved (probability best uses the cumulative resolved and rewards).
@@ -447,6 +477,8 @@ class ArmReport:
     timeline: tuple[TimelineBucket, ...]
     timeline_draws: int
     warnings: tuple[str, ...]
+    #: The size of the timeline's buckets: one of TIMELINE_BUCKETS.
+    timeline_bucket: str = "day"
 
 
 def _rate(count: int, total: int) -> float | None:
@@ -457,6 +489,10 @@ def _valid_propensity(p: float | None) -> bool:
     return p is not None and math.isfinite(p) and 0 < p <= 1
 
 
+def _no_checkpoint() -> None:
+    pass
+
+
 def build_report(
     campaign: Campaign,
     query: ReportQuery,
@@ -464,8 +500,12 @@ def build_report(
     *,
     draws: int = DEFAULT_DRAWS,
     seed: int = DEFAULT_SEED,
+    checkpoint: Callable[[], None] = _no_checkpoint,
 ) -> ArmReport:
-    """Assembles the arm report of `campaign` from `data` (fetched for `query`)."""
+    """Assembles the arm report of `campaign` from `data` (fetched for `query`).
+
+    `checkpoint` is called between the stages of the computation (and between the timeline's
+    buckets): whatever it raises stops the report there (how a cancelled report stops)."""
     warnings: list[str] = []
     decisions = list(data.decisions)
     snapshots, snapshot_problems = _usable_snapshots(decisions, data.snapshots)
@@ -501,7 +541,9 @@ def build_report(
             if d.decided_at + window > data.data_end:
                 pending[index[d.arm_id]] += 1
     posteriors = [beta_posterior(int(rewards[i]), int(resolved[i])) for i in range(k)]
+    checkpoint()
     best = best_arm([(p.alpha, p.beta) for p in posteriors], draws=draws, seed=seed)
+    checkpoint()
 
     if total == 0:
         warnings.append("no shown decisions in the range and segment: nothing to compare")
@@ -560,6 +602,7 @@ def build_report(
             f"left out of the off-policy estimates{checked}"
         )
     expected = srm.expected
+    checkpoint()
 
     arms = tuple(
         ArmRow(
@@ -594,6 +637,7 @@ def build_report(
 
     holdout = _holdout(campaign, query, data)
     cohorts = _cohorts(campaign, query, data)
+    checkpoint()
 
     policies = [ope.always(i, k, f"always {arm_id}") for i, arm_id in enumerate(arm_ids)]
     policies.append(ope.uniform(k, f"uniform over {k} arms"))
@@ -611,7 +655,14 @@ def build_report(
             "(see the off-policy section)"
         )
 
-    timeline, timeline_draws = _timeline(decisions, chosen, k, seed)
+    checkpoint()
+    timeline = _timeline(decisions, chosen, k, seed, checkpoint)
+    if timeline.left_out:
+        warnings.append(
+            f"the timeline shows the last {len(timeline.buckets)} years; the "
+            f"{timeline.left_out} decisions before them count only in its cumulative "
+            "probability of being best"
+        )
     return ArmReport(
         app_id=query.app_id,
         campaign_id=campaign.campaign_id,
@@ -637,8 +688,9 @@ def build_report(
         holdout=holdout,
         cohorts=cohorts,
         off_policy=off_policy,
-        timeline=timeline,
-        timeline_draws=timeline_draws,
+        timeline=timeline.buckets,
+        timeline_draws=timeline.draws,
+        timeline_bucket=timeline.size,
         warnings=tuple(warnings),
     )
 
@@ -899,52 +951,120 @@ def _cohorts(campaign: Campaign, query: ReportQuery, data: ReportData) -> Cohort
     return Cohorts(len(users), tuple(groups), tests, note)
 
 
+def _bucket_index(day: dt.date, size: str) -> int:
+    """The number of the bucket of `size` that holds `day`; consecutive buckets, consecutive
+    numbers."""
+    if size == "day":
+        return day.toordinal()
+    if size == "week":
+        return (day.toordinal() - 1) // 7  # 0001-01-01 is a Monday
+    if size == "month":
+        return day.year * 12 + day.month - 1
+    if size == "quarter":
+        return day.year * 4 + (day.month - 1) // 3
+    return day.year
+
+
+def _bucket_start(index: int, size: str) -> dt.date:
+    """The first day of bucket number `index` of `size`."""
+    if size == "day":
+        return dt.date.fromordinal(index)
+    if size == "week":
+        return dt.date.fromordinal(index * 7 + 1)
+    if size == "month":
+        return dt.date(index // 12, index % 12 + 1, 1)
+    if size == "quarter":
+        return dt.date(index // 4, index % 4 * 3 + 1, 1)
+    return dt.date(index, 1, 1)
+
+
+def timeline_bucket_size(first: dt.date, last: dt.date) -> str:
+    """The finest bucket size with at most TIMELINE_MAX_BUCKETS buckets from `first` to `last`
+    (years when none fits)."""
+    for size in TIMELINE_BUCKETS:
+        if _bucket_index(last, size) - _bucket_index(first, size) < TIMELINE_MAX_BUCKETS:
+            return size
+    return "year"
+
+
+def timeline_draws(buckets: int, k: int) -> int:
+    """Monte Carlo draws per bucket for `buckets` buckets of `k` arms: within the per-bucket
+    budget, TIMELINE_MAX_DRAWS and, for all buckets together, TIMELINE_TOTAL_SAMPLES."""
+    if buckets == 0 or k == 0:
+        return 1
+    return max(
+        1,
+        min(
+            TIMELINE_MAX_DRAWS,
+            TIMELINE_SAMPLE_BUDGET // k,
+            TIMELINE_TOTAL_SAMPLES // (buckets * k),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    buckets: tuple[TimelineBucket, ...]
+    #: Monte Carlo draws per bucket (0 when exact).
+    draws: int
+    size: str
+    #: Decisions before the first bucket shown (only past TIMELINE_MAX_BUCKETS years of data).
+    left_out: int
+
+
 def _timeline(
-    decisions: Sequence[ShownDecision], chosen: np.ndarray, k: int, seed: int
-) -> tuple[tuple[TimelineBucket, ...], int]:
+    decisions: Sequence[ShownDecision],
+    chosen: np.ndarray,
+    k: int,
+    seed: int,
+    checkpoint: Callable[[], None] = _no_checkpoint,
+) -> _Timeline:
     if not decisions:
-        return (), 0
+        return _Timeline((), 0, "day", 0)
     days = [d.decided_at.astimezone(dt.UTC).date() for d in decisions]
-    first, last = min(days), max(days)
-    n_days = (last - first).days + 1
-    day_index = np.array([(day - first).days for day in days], dtype=int)
-    flat = day_index * k + chosen
+    size = timeline_bucket_size(min(days), max(days))
+    numbers = np.array([_bucket_index(day, size) for day in days], dtype=np.int64)
+    first = int(numbers.min())
+    n_buckets = int(numbers.max()) - first + 1
+    flat = (numbers - first) * k + chosen
 
-    def daily(flags: Iterable[bool]) -> np.ndarray:
+    def per_bucket(flags: Iterable[bool]) -> np.ndarray:
         weights = np.fromiter(flags, dtype=float, count=len(decisions))
-        counts = np.bincount(flat, weights=weights, minlength=n_days * k)
-        return counts.reshape(n_days, k).astype(int)
+        counts = np.bincount(flat, weights=weights, minlength=n_buckets * k)
+        return counts.reshape(n_buckets, k).astype(int)
 
-    per_day = np.bincount(flat, minlength=n_days * k).reshape(n_days, k)
-    resolved_day = daily(d.resolved for d in decisions)
-    rewards_day = daily(d.rewarded for d in decisions)
-    per_bucket = TIMELINE_SAMPLE_BUDGET // max(k, 1)
-    if n_days * per_bucket * k > TIMELINE_TOTAL_SAMPLES:  # a long range: fewer draws per day
-        per_bucket = TIMELINE_TOTAL_SAMPLES // (n_days * k)
-    draws = int(min(TIMELINE_MAX_DRAWS, max(TIMELINE_MIN_DRAWS, per_bucket)))
-    cumulative_n = np.cumsum(resolved_day, axis=0)
-    cumulative_r = np.cumsum(rewards_day, axis=0)
+    counts = np.bincount(flat, minlength=n_buckets * k).reshape(n_buckets, k)
+    resolved = per_bucket(d.resolved for d in decisions)
+    rewards = per_bucket(d.rewarded for d in decisions)
+    cumulative_n = np.cumsum(resolved, axis=0)
+    cumulative_r = np.cumsum(rewards, axis=0)
+    # Only past TIMELINE_MAX_BUCKETS years of data: the last buckets are shown, the earlier
+    # decisions still count in the cumulative sums.
+    shown_from = max(0, n_buckets - TIMELINE_MAX_BUCKETS)
+    draws = timeline_draws(n_buckets - shown_from, k)
     buckets = []
     used_draws = 0
-    for i in range(n_days):
+    for i in range(shown_from, n_buckets):
+        checkpoint()
         posteriors = [
             (1.0 + cumulative_r[i, a], 1.0 + cumulative_n[i, a] - cumulative_r[i, a])
             for a in range(k)
         ]
         best = best_arm(posteriors, draws=draws, seed=seed)
         used_draws = max(used_draws, best.draws)
-        day_total = int(per_day[i].sum())
+        total = int(counts[i].sum())
         buckets.append(
             TimelineBucket(
-                day=first + dt.timedelta(days=i),
-                decisions=tuple(int(x) for x in per_day[i]),
-                resolved=tuple(int(x) for x in resolved_day[i]),
-                rewards=tuple(int(x) for x in rewards_day[i]),
-                share=tuple(_rate(int(x), day_total) for x in per_day[i]),
+                day=_bucket_start(first + i, size),
+                decisions=tuple(int(x) for x in counts[i]),
+                resolved=tuple(int(x) for x in resolved[i]),
+                rewards=tuple(int(x) for x in rewards[i]),
+                share=tuple(_rate(int(x), total) for x in counts[i]),
                 probability_best=best.probability_best,
             )
         )
-    return tuple(buckets), used_draws
+    left_out = int(counts[:shown_from].sum())
+    return _Timeline(tuple(buckets), used_draws, size, left_out)
 
 
 def to_document(value: object) -> Any:

@@ -1,26 +1,29 @@
 """The ReportService servicer: converts between proto messages and `report` types, nothing more.
 
 Domain errors become status codes in `api_errors` (bad range or segment: INVALID_ARGUMENT naming
-the field; unknown campaign: NOT_FOUND).
+the field; unknown campaign: NOT_FOUND; too many reports: RESOURCE_EXHAUSTED). The report itself
+is computed in a child process (`report_runner`), which also converts it with `report_to_proto`:
+the servicer only parses the bytes it gets back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 import grpc
-from google.protobuf import timestamp_pb2
 from nudge.v1 import admin_pb2, report_pb2, report_pb2_grpc
 
 from . import ope
 from .api_errors import grpc_errors
+from .errors import ResourceExhausted
 from .report import (
     ArmReport,
     CohortGroup,
     GroupComparison,
+    ReportQuery,
     validate_query,
 )
-from .report_store import ReportStore
 from .stats import (
     INVERSE_PROPENSITY,
     MISMATCH,
@@ -32,6 +35,7 @@ from .stats import (
     Interval,
     SampleRatio,
 )
+from .wire import timestamp, to_timestamp
 
 _METRICS = {
     "tap": admin_pb2.REWARD_METRIC_TAP,
@@ -50,20 +54,13 @@ _SRM_METHODS = {
     POLICY_SNAPSHOTS: report_pb2.SAMPLE_RATIO_METHOD_POLICY_SNAPSHOTS,
     INVERSE_PROPENSITY: report_pb2.SAMPLE_RATIO_METHOD_INVERSE_PROPENSITY,
 }
-
-
-def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _optional_time(request: report_pb2.GetArmReportRequest, name: str) -> dt.datetime | None:
-    if not request.HasField(name):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(request, name)
-    moment: dt.datetime = stamp.ToDatetime(dt.UTC)
-    return moment
+_BUCKET_SIZES = {
+    "day": report_pb2.TIMELINE_BUCKET_SIZE_DAY,
+    "week": report_pb2.TIMELINE_BUCKET_SIZE_WEEK,
+    "month": report_pb2.TIMELINE_BUCKET_SIZE_MONTH,
+    "quarter": report_pb2.TIMELINE_BUCKET_SIZE_QUARTER,
+    "year": report_pb2.TIMELINE_BUCKET_SIZE_YEAR,
+}
 
 
 def _interval(value: Interval | None) -> report_pb2.Interval | None:
@@ -280,7 +277,9 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
         off_policy=_off_policy(report.off_policy),
         timeline=[
             report_pb2.TimelineBucket(
-                day_start=_timestamp(dt.datetime.combine(bucket.day, dt.time(0, 0), tzinfo=dt.UTC)),
+                day_start=to_timestamp(
+                    dt.datetime.combine(bucket.day, dt.time(0, 0), tzinfo=dt.UTC)
+                ),
                 decisions=list(bucket.decisions),
                 resolved=list(bucket.resolved),
                 rewards=list(bucket.rewards),
@@ -290,6 +289,7 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
             for bucket in report.timeline
         ],
         timeline_draws=report.timeline_draws,
+        timeline_bucket=_BUCKET_SIZES[report.timeline_bucket],
         warnings=list(report.warnings),
     )
     for name, value in (
@@ -298,15 +298,31 @@ def report_to_proto(report: ArmReport) -> report_pb2.ArmReport:
         ("data_end", report.data_end),
     ):
         if value is not None:
-            getattr(message, name).CopyFrom(_timestamp(value))
+            getattr(message, name).CopyFrom(to_timestamp(value))
     return message
 
 
-class ReportServicer(report_pb2_grpc.ReportServiceServicer):
-    """Serves arm reports from the decision log. It owns none of the resources it is handed."""
+class Reports(Protocol):
+    """Where the servicer gets its reports: `report_runner.ReportRunner`."""
 
-    def __init__(self, store: ReportStore) -> None:
-        self._store = store
+    async def report(self, query: ReportQuery) -> bytes:
+        """The serialized ArmReport message of a validated query."""
+        ...
+
+
+#: Bytes of a GetArmReportResponse around its report (a tag and a length).
+_RESPONSE_OVERHEAD = 16
+
+
+class ReportServicer(report_pb2_grpc.ReportServiceServicer):
+    """Serves arm reports from the decision log. It owns none of the resources it is handed.
+
+    `max_send_bytes` is the server's send limit: a larger report is refused with a message that
+    says so (RESOURCE_EXHAUSTED) rather than by the transport."""
+
+    def __init__(self, reports: Reports, max_send_bytes: int) -> None:
+        self._reports = reports
+        self._max_send_bytes = max_send_bytes
 
     @grpc_errors
     async def GetArmReport(
@@ -316,9 +332,15 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
         query = validate_query(
             request.app_id,
             request.campaign_id,
-            _optional_time(request, "start_time"),
-            _optional_time(request, "end_time"),
+            timestamp(request.start_time, request.HasField("start_time"), "start_time"),
+            timestamp(request.end_time, request.HasField("end_time"), "end_time"),
             dict(request.segment),
         )
-        report = await self._store.report(query)
-        return report_pb2.GetArmReportResponse(report=report_to_proto(report))
+        payload = await self._reports.report(query)
+        if len(payload) + _RESPONSE_OVERHEAD > self._max_send_bytes:
+            raise ResourceExhausted(
+                f"the report is {len(payload)} bytes, more than the server sends "
+                f"(NUDGE_MAX_SEND_MESSAGE_BYTES = {self._max_send_bytes}): narrow the range "
+                "or the segment"
+            )
+        return report_pb2.GetArmReportResponse(report=report_pb2.ArmReport.FromString(payload))

@@ -4,9 +4,10 @@
                  [--format table|json|csv] [--all-policies] [--png FILE] [--html FILE]
 
 It reads PostgreSQL directly (NUDGE_DATABASE_URL), like the other commands. The picture shows
-each arm's posterior density and, per UTC day, each arm's share of the decisions and its
-probability of being best from the cumulative counts: a PNG (matplotlib, Agg backend) or a
-self-contained HTML page (the same figure as inline SVG, with the report's tables).
+each arm's posterior density and, per bucket of the timeline (UTC days, or weeks, months,
+quarters or years over a long range), each arm's share of the decisions and its probability of
+being best from the cumulative counts: a PNG (matplotlib, Agg backend) or a self-contained HTML
+page (the same figure as inline SVG, with the report's tables).
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ import html
 import io
 import json
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import asyncpg
-
-from .config_store import PG_UNAVAILABLE
-from .errors import InvalidArgument, StoreUnavailable
+from .errors import InvalidArgument
+from .postgres import open_pool
 from .settings import PostgresSettings
 
 if TYPE_CHECKING:  # the report's modules (numpy, scipy) load only when `nudge report` runs
@@ -138,24 +136,6 @@ def parse_time(value: str | None, flag: str) -> dt.datetime | None:
     return parsed
 
 
-@asynccontextmanager
-async def _pool(settings: PostgresSettings) -> AsyncIterator[asyncpg.Pool]:
-    try:
-        pool = await asyncpg.create_pool(
-            settings.dsn,
-            min_size=1,
-            max_size=1,
-            command_timeout=settings.command_timeout_s,
-            timeout=settings.command_timeout_s,
-        )
-    except PG_UNAVAILABLE as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def run(args: argparse.Namespace) -> int:
     """Runs `nudge report`; returns the exit code."""
     from .report import parse_segment, to_document, validate_query
@@ -172,7 +152,7 @@ async def run(args: argparse.Namespace) -> int:
     except InvalidArgument as exc:
         flag = _FLAGS.get(exc.field, exc.field.replace("segment.", "--segment "))
         raise InvalidArgument(flag, exc.message) from None
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env(), max_size=1) as pool:
         report = await ReportStore(pool).report(query)
     if args.format == "json":
         json.dump(to_document(report), sys.stdout, indent=2)
@@ -629,8 +609,9 @@ def _figure(report: ArmReport) -> Any:
     density.set_ylabel("density")
 
     days = [dt.datetime.combine(b.day, dt.time(0, 0)) for b in report.timeline]
-    share.set_title("share of the day's decisions (UTC days)")
-    best.set_title("probability of being best (cumulative counts up to each day)")
+    unit = report.timeline_bucket
+    share.set_title(f"share of each {unit}'s decisions (UTC {unit}s)")
+    best.set_title(f"probability of being best (cumulative counts up to each {unit})")
     if days:
         for i in shown:
             arm_id = report.arms[i].arm_id

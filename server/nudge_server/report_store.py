@@ -10,15 +10,13 @@ and campaign) and joined to the decisions in `report.build_report`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import asyncpg
 
-from .config_store import PG_UNAVAILABLE, ConfigStore
-from .errors import StoreUnavailable
+from .config_store import ConfigStore
 from .model import Campaign
+from .postgres import connection
 from .report import (
     COHORT_WINDOW_DAYS,
     SEGMENT_KEYS,
@@ -127,16 +125,6 @@ class ReportStore:
         self._pool = pool
         self._config = ConfigStore(pool)
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except PG_UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
-
     async def campaign(self, query: ReportQuery) -> Campaign:
         """The campaign of the query; NotFound when the app has no such campaign."""
         return await self._config.get_campaign(query.app_id, query.campaign_id)
@@ -145,7 +133,7 @@ class ReportStore:
         """The shown decisions, users and data end of the query, from one snapshot."""
         segment = [query.segment_value(key) for key in SEGMENT_KEYS]
         async with (
-            self._connection() as conn,
+            connection(self._pool) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             data_end: dt.datetime | None = await conn.fetchval(_DATA_END, query.app_id, query.end)

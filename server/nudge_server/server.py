@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,6 +27,7 @@ from nudge.v1 import (
 
 from .admin_api import AdminServicer
 from .arm_stats import PolicyCache
+from .background import periodic
 from .config_store import ConfigCache, ConfigStore
 from .decision_api import DecisionServicer
 from .decision_log import LogWriter
@@ -39,7 +40,7 @@ from .model import Campaign
 from .outcome_store import OutcomeStore
 from .outcomes import OutcomeRecorder
 from .report_api import ReportServicer
-from .report_store import ReportStore
+from .report_runner import ReportRunner
 from .settings import ServerSettings
 from .snapshot_store import snapshot_writer
 from .sweeper import IgnoreSweeper
@@ -70,10 +71,15 @@ class RunningServer:
     policies: PolicyCache
 
 
-async def _watch_health(store: ThrottleStore, servicer: health.aio.HealthServicer) -> None:
-    """Reports NOT_SERVING while Redis does not answer: decisions would all be "unavailable"."""
+def _health_check(
+    store: ThrottleStore, servicer: health.aio.HealthServicer
+) -> Callable[[], Awaitable[None]]:
+    """One health check: NOT_SERVING while Redis does not answer (decisions would all be
+    "unavailable"), SERVING again when it does."""
     serving: bool | None = None
-    while True:
+
+    async def check() -> None:
+        nonlocal serving
         ok = await store.ping()
         if ok != serving:
             status = (
@@ -86,7 +92,8 @@ async def _watch_health(store: ThrottleStore, servicer: health.aio.HealthService
             if serving is not None:
                 log.warning("health_changed", extra={"redis_ok": ok})
             serving = ok
-        await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    return check
 
 
 @contextlib.asynccontextmanager
@@ -147,6 +154,8 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         await stack.enter_async_context(
             IgnoreSweeper(pool, store, interval_s=settings.decision.sweep_interval_s)
         )
+        # Closed after the server has stopped serving: reports in flight are cancelled by then.
+        reports = await stack.enter_async_context(ReportRunner(settings.postgres, settings.report))
         server = grpc.aio.server(
             interceptors=[DecodeErrors()],
             options=[
@@ -162,7 +171,7 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
             AdminServicer(config_store, on_change=config.refresh_now), server
         )
         report_pb2_grpc.add_ReportServiceServicer_to_server(
-            ReportServicer(ReportStore(pool)), server
+            ReportServicer(reports, settings.grpc.max_send_message_bytes), server
         )
         devices_pb2_grpc.add_DeviceServiceServicer_to_server(
             DeviceServicer(DeviceStore(pool)), server
@@ -176,12 +185,17 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         if port == 0:
             raise StoreUnavailable(f"grpc: cannot listen on {settings.grpc.listen}")
         await server.start()
-        health_task = asyncio.create_task(_watch_health(store, health_servicer))
+        health_watch = periodic(
+            "nudge-health",
+            HEALTH_INTERVAL_S,
+            _health_check(store, health_servicer),
+            crash_event="health_check_crashed",
+            immediately=True,
+        )
+        health_watch.start()
 
         async def stop() -> None:
-            health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await health_task
+            await health_watch.stop()
             await health_servicer.enter_graceful_shutdown()
             await server.stop(settings.grpc.shutdown_grace_s)
 

@@ -202,6 +202,36 @@ class DecisionSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """How the server computes arm reports: in child processes, apart from its event loop."""
+
+    #: Child processes computing reports; at most this many reports run at once. Each keeps a
+    #: CPU busy while it computes: leave the server one.
+    workers: int = 1
+    #: Reports waiting for a free worker; past it a report is refused (RESOURCE_EXHAUSTED).
+    max_waiting: int = 4
+    #: The command timeout of a report's queries (its own PostgreSQL connection). Longer than
+    #: the pool's: a report over a long range reads many rows.
+    command_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _positive("NUDGE_REPORT_WORKERS", self.workers)
+        if self.max_waiting < 0:
+            raise ConfigError(
+                "NUDGE_REPORT_MAX_WAITING", f"must be 0 or more, got {self.max_waiting}"
+            )
+        _positive("NUDGE_REPORT_COMMAND_TIMEOUT", self.command_timeout_s)
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> ReportSettings:
+        return cls(
+            workers=_int(env, "NUDGE_REPORT_WORKERS", cls.workers),
+            max_waiting=_int(env, "NUDGE_REPORT_MAX_WAITING", cls.max_waiting),
+            command_timeout_s=_float(env, "NUDGE_REPORT_COMMAND_TIMEOUT", cls.command_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Everything the server process needs."""
 
@@ -210,6 +240,7 @@ class ServerSettings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     log: LogSettings = field(default_factory=LogSettings)
     decision: DecisionSettings = field(default_factory=DecisionSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     @classmethod
     def from_env(cls, env: Env = os.environ) -> ServerSettings:
@@ -219,4 +250,5 @@ class ServerSettings:
             grpc=GrpcSettings.from_env(env),
             log=LogSettings.from_env(env),
             decision=DecisionSettings.from_env(env),
+            report=ReportSettings.from_env(env),
         )

@@ -10,7 +10,6 @@ all server processes (an advisory lock).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -19,6 +18,7 @@ from typing import Self
 
 import asyncpg
 
+from .background import periodic
 from .decision_log import OutcomeRow
 from .decisions import Clock
 from .errors import StoreUnavailable
@@ -45,11 +45,12 @@ class IgnoreSweeper:
         self._pool = pool
         self._outcomes = OutcomeStore(pool)
         self._store = store
-        self._interval_s = interval_s
         self._lookback = lookback
         self._batch_size = batch_size
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._sweeper = periodic(
+            "ignore-sweeper", interval_s, self._sweep_logged, crash_event="ignore_sweep_crashed"
+        )
 
     async def sweep_once(self) -> int:
         """One pass; returns how many ignores it recorded. Skips when another sweeper runs."""
@@ -95,23 +96,20 @@ class IgnoreSweeper:
             log.info("ignores_recorded", extra={"count": len(rows)})
         return len(rows)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.sweep_once()
-            except (
-                StoreUnavailable,
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-            ) as exc:
-                log.warning("ignore_sweep_failed", extra={"error": str(exc)})
-            except Exception:  # keep sweeping whatever happens
-                log.exception("ignore_sweep_crashed")
+    async def _sweep_logged(self) -> None:
+        """One background sweep; an unavailable store is logged and retried at the next one."""
+        try:
+            await self.sweep_once()
+        except (
+            StoreUnavailable,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            log.warning("ignore_sweep_failed", extra={"error": str(exc)})
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="ignore-sweeper")
+        self._sweeper.start()
         return self
 
     async def __aexit__(
@@ -120,9 +118,4 @@ class IgnoreSweeper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self._sweeper.stop()

@@ -7,18 +7,31 @@ unary-unary handler without a deserializer and decodes the raw bytes itself, ins
 where a `DecodeError` (invalid UTF-8 in a string, truncated or garbage bytes, messages nested
 past protobuf's depth limit) can abort with INVALID_ARGUMENT. Streaming handlers (health's
 Watch, reflection) are left as they are; every RPC of the nudge services is unary-unary.
+
+A message that decodes can still carry values no domain type holds: `timestamp` turns a
+`google.protobuf.Timestamp` field into a datetime, or an InvalidArgument naming the field when
+it is outside the Timestamp range (protobuf itself would raise a ValueError, which grpc reports
+as UNKNOWN).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
+
+from .errors import InvalidArgument
 
 #: Characters of protobuf's own explanation kept in the status message.
 MAX_REASON = 200
+
+#: The Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_SECONDS = -62135596800
+MAX_SECONDS = 253402300799
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -61,3 +74,27 @@ class DecodeErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
+
+
+def timestamp(message: timestamp_pb2.Timestamp, present: bool, field: str) -> dt.datetime | None:
+    """An aware UTC datetime from a Timestamp field, or None when it is unset. InvalidArgument
+    names `field` when seconds or nanos are outside the Timestamp range."""
+    if not present:
+        return None
+    if not MIN_SECONDS <= message.seconds <= MAX_SECONDS or not 0 <= message.nanos < 10**9:
+        raise InvalidArgument(
+            field,
+            "is outside the Timestamp range (seconds from 0001-01-01T00:00:00Z to "
+            f"9999-12-31T23:59:59Z, nanos from 0 to 999999999), got seconds={message.seconds} "
+            f"nanos={message.nanos}",
+        )
+    return dt.datetime.fromtimestamp(message.seconds, dt.UTC) + dt.timedelta(
+        microseconds=message.nanos // 1000
+    )
+
+
+def to_timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    """The Timestamp of an aware datetime."""
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message

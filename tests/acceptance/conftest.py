@@ -73,8 +73,18 @@ async def wait_serving(target: str, process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
+def server_env() -> dict[str, str]:
+    """More environment for the `server` fixture's process: a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
 async def server(
-    pg_dsn: str, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+    pg_dsn: str,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    server_env: dict[str, str],
 ) -> AsyncIterator[ServerProcess]:
     """A server on this test's database and Redis, trusting event times (like a replay)."""
     port = free_port()
@@ -85,6 +95,7 @@ async def server(
         "NUDGE_LISTEN": f"127.0.0.1:{port}",
         "NUDGE_TRUST_EVENT_TIME": "1",
         "NUDGE_REDIS_DECISION_TIMEOUT": "1.0",
+        **server_env,
     }
     handle = ServerProcess(
         launch(env, tmp_path / "server.log"), f"127.0.0.1:{port}", pg_dsn, tmp_path / "server.log"

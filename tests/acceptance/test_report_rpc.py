@@ -228,6 +228,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
         assert len(report.off_policy.estimates) == 3
         assert report.off_policy.rows_used == len(shown)
         assert report.timeline and sum(sum(b.decisions) for b in report.timeline) == len(shown)
+        assert report.timeline_bucket == report_pb2.TIMELINE_BUCKET_SIZE_DAY
         assert report.data_end.ToDatetime(UTC) == MORNING + dt.timedelta(days=2, minutes=21)
 
         ios = await stub.GetArmReport(
@@ -320,4 +321,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
         run_cli, server, "--from", "2026-06-02", "--to", "2026-06-01"
     )
     assert backwards.returncode == 2 and "--to" in backwards.stderr
+    # A time past year 9999 in UTC is refused up front, naming its flag (not a DataError).
+    beyond = await asyncio.to_thread(run_cli, server, "--to", "9999-12-31T23:59:59.999999-01:00")
+    assert beyond.returncode == 2 and beyond.stderr.startswith("nudge: --to: "), beyond.stderr
     assert await server.stop() == 0

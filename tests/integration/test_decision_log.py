@@ -328,7 +328,9 @@ async def test_rows_are_flushed_in_the_background(pg_pool: asyncpg.Pool) -> None
             writer.add_decision(row)
 
         async def landed() -> bool:
-            return await count(pg_pool, "decisions") == 3
+            # The rows are visible once the COPY commits, a moment before the writer counts
+            # them as written: wait for both.
+            return await count(pg_pool, "decisions") == 3 and writer.pending == 0
 
         await eventually(landed, timeout=5)
         assert writer.pending == 0

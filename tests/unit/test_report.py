@@ -9,18 +9,27 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from nudge.v1 import report_pb2
 from nudge_server.errors import InvalidArgument
 from nudge_server.model import Arm, Campaign, Prompt, RewardMetric
 from nudge_server.report import (
+    TIMELINE_MAX_BUCKETS,
+    TIMELINE_MAX_DRAWS,
+    TIMELINE_SAMPLE_BUDGET,
+    TIMELINE_TOTAL_SAMPLES,
     PolicyDistribution,
     ReportData,
     ShownDecision,
     UserFact,
     build_report,
     parse_segment,
+    timeline_bucket_size,
+    timeline_draws,
     to_document,
     validate_query,
 )
+from nudge_server.report_api import report_to_proto
+from nudge_server.settings import GrpcSettings
 from nudge_server.stats import (
     INVERSE_PROPENSITY,
     MISMATCH,
@@ -511,6 +520,148 @@ def test_timeline_has_daily_shares_and_cumulative_probability_best() -> None:
     )
     first = best_arm([(1 + 3, 1 + 0), (1 + 3, 1 + 0)])  # day 1: 3 of 3 tapped on both arms
     assert timeline[0].probability_best == pytest.approx(first.probability_best)
+
+
+def test_the_bucket_size_is_the_finest_that_keeps_the_timeline_short() -> None:
+    day = dt.date(2026, 6, 1)
+    assert TIMELINE_MAX_BUCKETS == 120
+    for span_days, size in [
+        (0, "day"),
+        (119, "day"),  # 120 days
+        (120, "week"),
+        (7 * 119, "week"),
+        (7 * 121, "month"),
+        (3600, "month"),  # 119 or 120 months
+        (3653 * 2, "quarter"),
+        (365 * 40, "year"),
+    ]:
+        assert timeline_bucket_size(day - dt.timedelta(days=span_days), day) == size, span_days
+
+
+def test_the_timeline_draws_stay_within_the_total_budget() -> None:
+    assert timeline_draws(26, 2) == TIMELINE_MAX_DRAWS
+    assert timeline_draws(1, 200) == TIMELINE_SAMPLE_BUDGET // 200
+    for buckets, arms in [(120, 200), (120, 1000), (3600, 200), (120, 100_000)]:
+        draws = timeline_draws(buckets, arms)
+        assert 1 <= draws and buckets * arms * draws <= max(TIMELINE_TOTAL_SAMPLES, buckets * arms)
+
+
+def many_arms(k: int, *, id_length: int = 8) -> tuple[Arm, ...]:
+    return tuple(Arm(f"arm-{i:0{id_length - 4}d}", Prompt()) for i in range(k))
+
+
+def spread(arms: tuple[Arm, ...], days: int, per_arm: int = 3) -> list[ShownDecision]:
+    """`per_arm` decisions of each arm, spread from `days` days before START to START."""
+    rows = []
+    step = dt.timedelta(days=days) / max(1, per_arm * len(arms) - 1)
+    for i in range(per_arm * len(arms)):
+        arm = arms[i % len(arms)].arm_id
+        at = START - dt.timedelta(days=days) + i * step
+        rows.append(
+            ShownDecision(
+                decision_id=f"d{i}",
+                user_id=f"u{i}",
+                arm_id=arm,
+                propensity=1 / len(arms),
+                decided_at=at,
+                impression=True,
+                tap=i % 7 == 0,
+                rewarded=i % 7 == 0,
+            )
+        )
+    return rows
+
+
+def test_a_decades_long_range_of_200_arms_has_monthly_buckets_within_budget() -> None:
+    arms = many_arms(200, id_length=64)  # the longest ids: the largest report of 200 arms
+    rows = spread(arms, days=0)
+    rows.append(dataclasses.replace(rows[0], decision_id="old", decided_at=START - 3600 * DAY))
+    report = report_of(rows, users=[], arms=arms, control_arm_id=arms[0].arm_id)
+    timeline = report.timeline
+    assert report.timeline_bucket == "month"
+    assert 2 <= len(timeline) <= TIMELINE_MAX_BUCKETS
+    assert all(b.day.day == 1 for b in timeline)
+    assert timeline[0].day == (START - 3600 * DAY).date().replace(day=1)
+    assert sum(sum(b.decisions) for b in timeline) == len(rows)
+    assert 0 < report.timeline_draws
+    assert len(timeline) * len(arms) * report.timeline_draws <= TIMELINE_TOTAL_SAMPLES
+    # Bounded output: the JSON document and the proto message.
+    assert len(json.dumps(to_document(report))) < 4 * 1024 * 1024
+    size = report_to_proto(report).ByteSize()
+    assert size < 4 * 1024 * 1024 < GrpcSettings().max_send_message_bytes
+
+
+def test_200_arms_over_60_days_fit_the_send_limit() -> None:
+    arms = many_arms(200)
+    report = report_of(spread(arms, days=59), users=[], arms=arms, control_arm_id="arm-0000")
+    assert report.timeline_bucket == "day" and len(report.timeline) == 60
+    message = report_pb2.GetArmReportResponse(report=report_to_proto(report))
+    assert message.ByteSize() < GrpcSettings().max_send_message_bytes
+    assert message.ByteSize() > GrpcSettings().max_message_bytes  # larger than what it accepts
+
+
+def test_a_weekly_timeline_starts_on_mondays_and_ends_with_the_whole_data() -> None:
+    rows = decisions("a", 600, 60) + decisions("b", 600, 120)  # 4 a day: 150 days
+    report = report_of(rows)
+    assert report.timeline_bucket == "week"
+    assert all(b.day.weekday() == 0 for b in report.timeline)
+    assert report.timeline[0].day == dt.date(2026, 6, 1)  # a Monday
+    assert sum(sum(b.decisions) for b in report.timeline) == 1200
+    assert report.timeline[-1].probability_best == pytest.approx(
+        tuple(a.probability_best for a in report.arms)
+    )
+    assert report_to_proto(report).timeline_bucket == report_pb2.TIMELINE_BUCKET_SIZE_WEEK
+
+
+def test_more_than_120_years_of_data_show_the_last_120() -> None:
+    rows = decisions("a", 10, 2) + decisions("b", 10, 5)
+    rows.append(
+        dataclasses.replace(rows[0], decision_id="ancient", decided_at=START - 200 * 365 * DAY)
+    )
+    report = report_of(rows)
+    assert report.timeline_bucket == "year"
+    assert len(report.timeline) == TIMELINE_MAX_BUCKETS
+    assert report.timeline[-1].day == dt.date(2026, 1, 1)
+    assert sum(sum(b.decisions) for b in report.timeline) == len(rows) - 1
+    # The ancient decision still counts in the cumulative probability best.
+    assert report.timeline[-1].probability_best == pytest.approx(
+        tuple(a.probability_best for a in report.arms)
+    )
+    assert any("the timeline shows the last 120 years" in w for w in report.warnings)
+
+
+def test_a_checkpoint_stops_the_report() -> None:
+    calls = 0
+
+    class Stop(Exception):
+        pass
+
+    def checkpoint() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_report(
+            campaign(),
+            validate_query("shop", "streak"),
+            ReportData(base_rows(), [], DATA_END),
+            checkpoint=checkpoint,
+        )
+    counted = 0
+
+    def count() -> None:
+        nonlocal counted
+        counted += 1
+
+    build_report(
+        campaign(),
+        validate_query("shop", "streak"),
+        ReportData(base_rows(), [], DATA_END),
+        checkpoint=count,
+    )
+    assert counted > 26  # the stages, and every bucket of the timeline
 
 
 def test_many_arms_use_a_seeded_monte_carlo() -> None:

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+from nudge_server.cli import main
 from nudge_server.errors import InvalidArgument
 from nudge_server.model import Arm, Prompt
 from nudge_server.ope import WARNING_CODES
@@ -120,3 +121,19 @@ def test_times_are_iso_8601_and_utc_by_default() -> None:
     with pytest.raises(InvalidArgument) as bad:
         parse_time("yesterday", "--to")
     assert bad.value.field == "--to"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--to", "9999-12-31T23:59:59.999999-01:00"),  # past year 9999 in UTC
+        ("--from", "0001-01-01T00:00:00+01:00"),  # before year 1 in UTC
+    ],
+)
+def test_a_time_outside_the_range_is_bad_input_naming_its_flag(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    # Refused before PostgreSQL is asked anything (it would answer with a DataError).
+    assert main(["report", "--app", "shop", "--campaign", "streak", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nudge: {flag}: ") and "outside the range of times" in err

@@ -15,34 +15,13 @@ import argparse
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
-import asyncpg
-
-from ..config_store import PG_UNAVAILABLE
-from ..errors import InvalidArgument, StoreUnavailable
+from ..errors import InvalidArgument
+from ..postgres import open_pool
 from ..settings import PostgresSettings
 
 EXIT_OK = 0
-
-
-@asynccontextmanager
-async def _pool(settings: PostgresSettings) -> AsyncIterator[asyncpg.Pool]:
-    try:
-        pool = await asyncpg.create_pool(
-            settings.dsn,
-            min_size=1,
-            max_size=2,
-            command_timeout=settings.command_timeout_s,
-            timeout=settings.command_timeout_s,
-        )
-    except PG_UNAVAILABLE as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -71,7 +50,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 async def _list(args: argparse.Namespace) -> int:
     from .jobs import JobStore
 
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env()) as pool:
         letters = await JobStore(pool, "cli").dead_letters(args.app, args.limit)
     if args.json:
         print(json.dumps(letters, indent=2, default=_json_default))
@@ -104,7 +83,7 @@ async def _replay(args: argparse.Namespace) -> int:
             job_id = uuid.UUID(args.job_id)
         except ValueError:
             raise InvalidArgument("JOB_ID", f"must be a job (decision) id, got {args.job_id!r}")
-    async with _pool(PostgresSettings.from_env()) as pool:
+    async with open_pool(PostgresSettings.from_env()) as pool:
         replayed, expired = await JobStore(pool, "cli").replay(
             dt.datetime.now(dt.UTC), job_id=job_id, app_id=args.app
         )

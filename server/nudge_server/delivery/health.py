@@ -9,8 +9,6 @@ NUDGE_WORKER_HEALTH_LISTEN, default 50052; exit 0 when SERVING, 1 otherwise), wh
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -23,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import healthcheck
+from ..background import periodic
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -45,7 +44,14 @@ class WorkerHealth:
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, self._server)
-        self._task: asyncio.Task[None] | None = None
+        self._current: bool | None = None
+        self._watcher = periodic(
+            "nudge-worker-health",
+            CHECK_INTERVAL_S,
+            self._check,
+            crash_event="worker_health_crashed",
+            immediately=True,
+        )
         self.port = 0
 
     def serving(self) -> bool:
@@ -57,7 +63,7 @@ class WorkerHealth:
         if self.port == 0:
             raise OSError(f"worker health: cannot listen on {self._listen}")
         await self._server.start()
-        self._task = asyncio.create_task(self._watch(), name="nudge-worker-health")
+        self._watcher.start()
         return self
 
     async def __aexit__(
@@ -66,29 +72,23 @@ class WorkerHealth:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._watcher.stop()
         await self._servicer.enter_graceful_shutdown()
         await self._server.stop(1.0)
 
-    async def _watch(self) -> None:
-        current: bool | None = None
-        while True:
-            ok = self.serving()
-            if ok != current:
-                status = (
-                    health_pb2.HealthCheckResponse.SERVING
-                    if ok
-                    else health_pb2.HealthCheckResponse.NOT_SERVING
-                )
-                for name in ("", SERVICE_NAME):
-                    await self._servicer.set(name, status)
-                if current is not None:
-                    log.warning("worker_health_changed", extra={"serving": ok})
-                current = ok
-            await asyncio.sleep(CHECK_INTERVAL_S)
+    async def _check(self) -> None:
+        ok = self.serving()
+        if ok != self._current:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", SERVICE_NAME):
+                await self._servicer.set(name, status)
+            if self._current is not None:
+                log.warning("worker_health_changed", extra={"serving": ok})
+            self._current = ok
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:

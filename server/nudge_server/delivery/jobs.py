@@ -23,20 +23,19 @@ leases, back-off and quiet hours.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from ..config_store import PG_UNAVAILABLE
 from ..devices import RETIRE_SQL, AppEnvironment
-from ..errors import InvalidArgument, StoreUnavailable
+from ..errors import InvalidArgument
 from ..model import Platform
+from ..postgres import connection
 
 #: Job statuses a worker may claim (a 'sending' job only once its lease ran out).
 WAITING = ("queued", "deferred", "retrying")
@@ -254,21 +253,11 @@ class JobStore:
         self._pool = pool
         self.worker_id = worker_id
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except PG_UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
-
     # --- jobs ----------------------------------------------------------------------------------
 
     async def claim(self, now: dt.datetime, limit: int, lease_s: float) -> list[Job]:
         """Claims up to `limit` due jobs, oldest due first, for `lease_s` seconds."""
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_CLAIM, now, limit, self.worker_id, float(lease_s))
         return [_job(row) for row in rows]
 
@@ -276,7 +265,7 @@ class JobStore:
         """Extends the leases of jobs this worker still holds; returns how many."""
         if not job_ids:
             return 0
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             status = await conn.execute(_RENEW, list(job_ids), now, float(lease_s), self.worker_id)
         return _count(status)
 
@@ -292,7 +281,7 @@ class JobStore:
     ) -> bool:
         """Gives a held job its next status (waiting or final) and ends the lease; the event is
         logged against the decision. False when the job was no longer this worker's."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             done = _count(
                 await conn.execute(
                     _RELEASE, job.job_id, self.worker_id, status, run_after, detail, now
@@ -307,7 +296,7 @@ class JobStore:
     async def deliveries(self, job: Job, now: dt.datetime) -> list[Delivery]:
         """The job's deliveries; on its first claim, one is created for each active device of
         the user (later registrations do not join a job already started)."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(_CREATE_DELIVERIES, job.job_id, job.app_id, job.user_id, now)
             rows = await conn.fetch(_DELIVERIES, job.job_id)
         return [_delivery(row) for row in rows]
@@ -318,7 +307,7 @@ class JobStore:
             f"possibly sent: attempt {delivery.attempt_id} of worker {delivery.worker or '?'} "
             "never reported back"
         )
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             done = _count(
                 await conn.execute(
                     _ORPHAN_TO_UNKNOWN,
@@ -347,7 +336,7 @@ class JobStore:
         """Commits the 'sending' mark of one attempt. Returns the attempt's number, or why it
         must not be sent: 'skipped' (the device is no longer active; the row says so) or
         'taken' (another attempt or worker has it)."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             attempts = await conn.fetchval(
                 _MARK_SENDING,
                 delivery.job_id,
@@ -399,7 +388,7 @@ class JobStore:
         """Records the result of an attempt (also over an 'unknown' that a worker that took
         the job over wrote meanwhile: this attempt knows better). With `retire_reason` the
         device is retired in the same transaction. False when the attempt's mark is gone."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             done = _count(
                 await conn.execute(
                     _RECORD,
@@ -437,7 +426,7 @@ class JobStore:
     ) -> bool:
         """Gives a delivery that was not attempted (no request, no attempt counted) a new
         status, e.g. dead_lettered when its provider is not configured."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             done = _count(
                 await conn.execute(
                     _UNATTEMPTED,
@@ -463,7 +452,7 @@ class JobStore:
         """Dead-lettered deliveries, newest first, each a dict of its columns."""
         if not 1 <= limit <= 1000:
             raise InvalidArgument("limit", f"must be between 1 and 1000, got {limit}")
-        async with self._connection() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_DEAD_LETTERS, app_id, limit)
         return [dict(row) for row in rows]
 
@@ -473,7 +462,7 @@ class JobStore:
         """Puts dead-lettered deliveries back in the queue with fresh attempts, due now (one
         job's, an app's, or all). Deliveries whose job has expired stay where they are.
         Returns (replayed, left because expired)."""
-        async with self._connection() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             expired = await conn.fetchval(_EXPIRED_DEAD, job_id, app_id, now)
             replayed = await conn.fetchval(_REPLAY, job_id, app_id, now)
         return int(replayed), int(expired)

@@ -39,12 +39,13 @@ from typing import Protocol
 
 import asyncpg
 
-from ..config_store import PG_UNAVAILABLE, ConfigCache, ConfigSnapshot, ConfigStore
+from ..config_store import ConfigCache, ConfigSnapshot, ConfigStore
 from ..devices import AppEnvironment
 from ..errors import StoreUnavailable
 from ..local_time import quiet_hours, zone
 from ..logs import configure_logging
 from ..model import Platform, QuietHoursPolicy
+from ..postgres import PG_UNAVAILABLE
 from ..settings import DecisionSettings, PostgresSettings
 from .apns import ApnsSender
 from .fcm import FcmSender

@@ -17,6 +17,15 @@ class BestArmMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BEST_ARM_METHOD_EXACT: _ClassVar[BestArmMethod]
     BEST_ARM_METHOD_MONTE_CARLO: _ClassVar[BestArmMethod]
 
+class TimelineBucketSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIMELINE_BUCKET_SIZE_UNSPECIFIED: _ClassVar[TimelineBucketSize]
+    TIMELINE_BUCKET_SIZE_DAY: _ClassVar[TimelineBucketSize]
+    TIMELINE_BUCKET_SIZE_WEEK: _ClassVar[TimelineBucketSize]
+    TIMELINE_BUCKET_SIZE_MONTH: _ClassVar[TimelineBucketSize]
+    TIMELINE_BUCKET_SIZE_QUARTER: _ClassVar[TimelineBucketSize]
+    TIMELINE_BUCKET_SIZE_YEAR: _ClassVar[TimelineBucketSize]
+
 class SampleRatioVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SAMPLE_RATIO_VERDICT_UNSPECIFIED: _ClassVar[SampleRatioVerdict]
@@ -32,6 +41,12 @@ class SampleRatioMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 BEST_ARM_METHOD_UNSPECIFIED: BestArmMethod
 BEST_ARM_METHOD_EXACT: BestArmMethod
 BEST_ARM_METHOD_MONTE_CARLO: BestArmMethod
+TIMELINE_BUCKET_SIZE_UNSPECIFIED: TimelineBucketSize
+TIMELINE_BUCKET_SIZE_DAY: TimelineBucketSize
+TIMELINE_BUCKET_SIZE_WEEK: TimelineBucketSize
+TIMELINE_BUCKET_SIZE_MONTH: TimelineBucketSize
+TIMELINE_BUCKET_SIZE_QUARTER: TimelineBucketSize
+TIMELINE_BUCKET_SIZE_YEAR: TimelineBucketSize
 SAMPLE_RATIO_VERDICT_UNSPECIFIED: SampleRatioVerdict
 SAMPLE_RATIO_VERDICT_MISMATCH: SampleRatioVerdict
 SAMPLE_RATIO_VERDICT_NO_MISMATCH: SampleRatioVerdict
@@ -76,7 +91,7 @@ class Interval(_message.Message):
     def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class ArmReport(_message.Message):
-    __slots__ = ("app_id", "campaign_id", "display_name", "reward_metric", "control_arm_id", "start_time", "end_time", "segment", "data_end", "decisions", "arms", "best_arm_method", "best_arm_draws", "best_arm_seed", "best_arm_error", "independence", "versus_control", "sample_ratio", "rows_without_propensity", "holdout", "cohorts", "off_policy", "timeline", "timeline_draws", "warnings", "resolved", "sample_ratio_without_snapshots")
+    __slots__ = ("app_id", "campaign_id", "display_name", "reward_metric", "control_arm_id", "start_time", "end_time", "segment", "data_end", "decisions", "arms", "best_arm_method", "best_arm_draws", "best_arm_seed", "best_arm_error", "independence", "versus_control", "sample_ratio", "rows_without_propensity", "holdout", "cohorts", "off_policy", "timeline", "timeline_draws", "warnings", "resolved", "sample_ratio_without_snapshots", "timeline_bucket")
     class SegmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +126,7 @@ class ArmReport(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATIO_WITHOUT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_BUCKET_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     campaign_id: str
     display_name: str
@@ -138,7 +154,8 @@ class ArmReport(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     resolved: int
     sample_ratio_without_snapshots: SampleRatioCheck
-    def __init__(self, app_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., display_name: _Optional[str] = ..., reward_metric: _Optional[_Union[_admin_pb2.RewardMetric, str]] = ..., control_arm_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segment: _Optional[_Mapping[str, str]] = ..., data_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmRow, _Mapping]]] = ..., best_arm_method: _Optional[_Union[BestArmMethod, str]] = ..., best_arm_draws: _Optional[int] = ..., best_arm_seed: _Optional[int] = ..., best_arm_error: _Optional[float] = ..., independence: _Optional[_Union[ChiSquareTest, _Mapping]] = ..., versus_control: _Optional[_Iterable[_Union[ControlComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., rows_without_propensity: _Optional[int] = ..., holdout: _Optional[_Union[HoldoutComparison, _Mapping]] = ..., cohorts: _Optional[_Union[CohortView, _Mapping]] = ..., off_policy: _Optional[_Union[OffPolicyEvaluation, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineBucket, _Mapping]]] = ..., timeline_draws: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., resolved: _Optional[int] = ..., sample_ratio_without_snapshots: _Optional[_Union[SampleRatioCheck, _Mapping]] = ...) -> None: ...
+    timeline_bucket: TimelineBucketSize
+    def __init__(self, app_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., display_name: _Optional[str] = ..., reward_metric: _Optional[_Union[_admin_pb2.RewardMetric, str]] = ..., control_arm_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segment: _Optional[_Mapping[str, str]] = ..., data_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmRow, _Mapping]]] = ..., best_arm_method: _Optional[_Union[BestArmMethod, str]] = ..., best_arm_draws: _Optional[int] = ..., best_arm_seed: _Optional[int] = ..., best_arm_error: _Optional[float] = ..., independence: _Optional[_Union[ChiSquareTest, _Mapping]] = ..., versus_control: _Optional[_Iterable[_Union[ControlComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., rows_without_propensity: _Optional[int] = ..., holdout: _Optional[_Union[HoldoutComparison, _Mapping]] = ..., cohorts: _Optional[_Union[CohortView, _Mapping]] = ..., off_policy: _Optional[_Union[OffPolicyEvaluation, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineBucket, _Mapping]]] = ..., timeline_draws: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., resolved: _Optional[int] = ..., sample_ratio_without_snapshots: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., timeline_bucket: _Optional[_Union[TimelineBucketSize, str]] = ...) -> None: ...
 
 class ArmRow(_message.Message):
     __slots__ = ("arm_id", "configured", "is_control", "decisions", "share_of_decisions", "impressions", "taps", "dismissals", "conversions", "ignores", "impression_rate", "tap_rate", "dismiss_rate", "conversion_rate", "ignore_rate", "rewards", "reward_rate", "reward_rate_interval", "posterior_alpha", "posterior_beta", "posterior_mean", "credible_interval", "probability_best", "expected_loss", "pending", "resolved", "unresolved", "expected_decisions")

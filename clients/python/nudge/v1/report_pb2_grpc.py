@@ -50,8 +50,12 @@ class ReportServiceServicer:
 
     def GetArmReport(self, request, context):
         """GetArmReport reports on one campaign's arms. INVALID_ARGUMENT names the bad field (an
-        empty id, end_time not after start_time, an unknown segment key or value); NOT_FOUND when
-        the app has no such campaign.
+        empty id, a time outside the Timestamp range, end_time not after start_time, an unknown
+        segment key or value); NOT_FOUND when the app has no such campaign. Reports are computed
+        a few at a time, apart from the decisions: RESOURCE_EXHAUSTED when too many are running
+        and waiting already (or the report is larger than the server sends); DEADLINE_EXCEEDED
+        when PostgreSQL took longer than the report's command timeout. A call cancelled (or past
+        its deadline) stops its report.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
