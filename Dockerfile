@@ -22,13 +22,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NUDGE_LISTEN=0.0.0.0:50051 \
-    NUDGE_MIGRATIONS_DIR=/opt/nudge/migrations
+    NUDGE_MIGRATIONS_DIR=/opt/nudge/migrations \
+    NUDGE_SPOOL_DIR=/var/lib/nudge/spool
 RUN groupadd --system --gid 10001 nudge \
     && useradd --system --uid 10001 --gid nudge --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin nudge
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels nudge
 COPY migrations/ /opt/nudge/migrations/
+# Where decision-log rows wait while PostgreSQL is away: mount a named volume here so that a new
+# container writes out what the old one left (README, "When PostgreSQL is down").
+RUN mkdir -p /var/lib/nudge/spool && chown 10001:10001 /var/lib/nudge/spool
+VOLUME ["/var/lib/nudge/spool"]
 USER 10001:10001
 EXPOSE 50051
 # The standard gRPC health service, asked on 127.0.0.1 at the port of NUDGE_LISTEN; it reports

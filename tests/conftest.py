@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from fakes.redis_process import RedisProcess
+from fakes.tcp_proxy import TcpProxy
 from nudge_server.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,42 +83,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The URL of the session's Redis: a private redis-server, or NUDGE_TEST_REDIS_URL."""
-    binary = shutil.which("redis-server")
-    if REDIS_URL or binary is None:
+    if REDIS_URL or shutil.which("redis-server") is None:
         yield REDIS_URL or "redis://127.0.0.1:6379/15"
         return
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="nudge-test-redis-") as folder:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                folder,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("the test redis-server did not start") from None
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
+    with RedisProcess() as private:
+        yield private.url
 
 
 @pytest.fixture
@@ -138,3 +106,23 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     finally:
         await client.flushdb()
         await client.aclose()
+
+
+@pytest.fixture
+async def tcp_proxy() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
+    """A factory of TCP proxies in front of a redis:// or postgresql:// URL's server (see
+    tests/fakes/tcp_proxy.py); every proxy is closed at teardown."""
+    proxies: list[TcpProxy] = []
+
+    async def make(url: str) -> TcpProxy:
+        parts = urlsplit(url)
+        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        await proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            await proxy.close()

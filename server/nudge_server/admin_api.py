@@ -1,5 +1,6 @@
 """The AdminService servicer: converts proto messages to and from `model` types, validates with
-`config`, and stores with `ConfigStore`. Domain errors become status codes in `api_errors`."""
+`config`, and stores with `ConfigStore`; DeleteUser erases with `erasure.UserEraser`. Domain
+errors become status codes in `api_errors`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 from .api_errors import grpc_errors
 from .config import identifier, parse_app, parse_campaign
 from .config_store import ConfigStore
+from .erasure import ErasureCounts, UserEraser
 from .errors import MAX_SHOWN, InvalidArgument
 from .model import (
     App,
@@ -197,11 +199,19 @@ def _required_id(value: str, field: str) -> str:
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """Manages apps and campaigns. Every write is validated whole; an invalid request changes
     nothing. `on_change` (sync or async) runs after each successful write, so that the local
-    configuration cache can refresh at once; its failure is logged, never reported."""
+    configuration cache can refresh at once; its failure is logged, never reported. Without an
+    `eraser`, DeleteUser answers UNIMPLEMENTED."""
 
-    def __init__(self, store: ConfigStore, on_change: OnChange | None = None) -> None:
+    def __init__(
+        self,
+        store: ConfigStore,
+        on_change: OnChange | None = None,
+        *,
+        eraser: UserEraser | None = None,
+    ) -> None:
         self._store = store
         self._on_change = on_change
+        self._eraser = eraser
 
     async def _written(self) -> None:
         if self._on_change is None:
@@ -259,3 +269,30 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Returns every campaign of an app, archived ones included, ordered by id."""
         campaigns = await self._store.list_campaigns(_required_id(request.app_id, "app_id"))
         return admin_pb2.ListCampaignsResponse(campaigns=[campaign_to_proto(c) for c in campaigns])
+
+    @grpc_errors
+    async def DeleteUser(
+        self, request: admin_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteUserResponse:
+        """Erases one user of one app (see `erasure`)."""
+        if self._eraser is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "user erasure is not configured on this server"
+            )
+        assert self._eraser is not None  # abort raised
+        counts = await self._eraser.erase(request.app_id, request.user_id)
+        return erasure_to_proto(counts)
+
+
+def erasure_to_proto(counts: ErasureCounts) -> admin_pb2.DeleteUserResponse:
+    """The DeleteUserResponse of an erasure."""
+    return admin_pb2.DeleteUserResponse(
+        redis_keys_deleted=counts.redis_keys_deleted,
+        devices_deleted=counts.devices_deleted,
+        push_deliveries_deleted=counts.push_deliveries_deleted,
+        decisions_pseudonymised=counts.decisions_pseudonymised,
+        outcomes_pseudonymised=counts.outcomes_pseudonymised,
+        push_jobs_pseudonymised=counts.push_jobs_pseudonymised,
+        push_jobs_cancelled=counts.push_jobs_cancelled,
+        erased_at=_timestamp(counts.erased_at),
+    )

@@ -10,8 +10,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -20,6 +19,8 @@ import numpy as np
 from .background import periodic
 from .bandit import ArmStats, CampaignPolicy
 from .errors import StoreUnavailable
+from .local_time import utc_now
+from .log_rows import PolicySnapshotRow
 from .model import Campaign
 from .throttle_store import ThrottleStore
 
@@ -55,22 +56,18 @@ def snapshot_id(campaign: Campaign, policy: CampaignPolicy) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@dataclass(frozen=True)
-class PolicySnapshot:
-    """A row of policy_snapshots."""
-
-    snapshot_id: str
-    app_id: str
-    campaign_id: str
-    arm_ids: tuple[str, ...]
-    probabilities: tuple[float, ...]
-
-
-SnapshotWriter = Callable[[list[PolicySnapshot]], Awaitable[None]]
+#: Takes a new policy snapshot for the log, synchronously and without I/O (the log writer's
+#: `add_snapshot`).
+SnapshotSink = Callable[[PolicySnapshotRow], None]
 
 
 class PolicyCache:
-    """Bandit policies per campaign, rebuilt whenever their arm statistics change."""
+    """Bandit policies per campaign, rebuilt whenever their arm statistics change.
+
+    Each new policy's snapshot (its full arm-choice distribution, which decisions drawn from it
+    name) goes to `add_snapshot` before any decision can be drawn from it; the log writer then
+    stores it like its other rows, spooling it while PostgreSQL is away.
+    """
 
     def __init__(
         self,
@@ -78,15 +75,13 @@ class PolicyCache:
         active_campaigns: Callable[[], Iterable[Campaign]],
         refresh_s: float,
         seed: int | None = None,
-        save_snapshots: SnapshotWriter | None = None,
+        add_snapshot: SnapshotSink | None = None,
     ) -> None:
         self._store = store
         self._active_campaigns = active_campaigns
         self._rng = np.random.default_rng(seed)
         self._policies: dict[CampaignKey, CampaignPolicy] = {}
-        self._save_snapshots = save_snapshots
-        #: Snapshots decisions were (or may be) drawn from, not yet in the log.
-        self._unsaved: dict[str, PolicySnapshot] = {}
+        self._add_snapshot = add_snapshot
         self._refresher = periodic(
             "arm-stats-refresh", refresh_s, self._round, crash_event="arm_stats_refresh_crashed"
         )
@@ -102,24 +97,20 @@ class PolicyCache:
         return policy
 
     def _named(self, campaign: Campaign, policy: CampaignPolicy) -> CampaignPolicy:
-        """The policy with its snapshot id, queued for the log."""
+        """The policy with its snapshot id, the snapshot handed to the log."""
         name = snapshot_id(campaign, policy)
-        self._unsaved.setdefault(
-            name,
-            PolicySnapshot(
-                name, campaign.app_id, campaign.campaign_id, policy.arm_ids, policy.probabilities
-            ),
-        )
+        if self._add_snapshot is not None:
+            self._add_snapshot(
+                PolicySnapshotRow(
+                    snapshot_id=name,
+                    app_id=campaign.app_id,
+                    campaign_id=campaign.campaign_id,
+                    arm_ids=policy.arm_ids,
+                    probabilities=policy.probabilities,
+                    created_at=utc_now(),
+                )
+            )
         return dataclasses.replace(policy, snapshot_id=name)
-
-    async def flush_snapshots(self) -> None:
-        """Writes the snapshots not yet in the log; kept for the next try when that fails."""
-        if self._save_snapshots is None or not self._unsaved:
-            return
-        batch = list(self._unsaved.values())
-        await self._save_snapshots(batch)
-        for snapshot in batch:
-            self._unsaved.pop(snapshot.snapshot_id, None)
 
     async def refresh(self) -> None:
         """Reads every active campaign's statistics (one round trip) and rebuilds what changed."""
@@ -144,18 +135,13 @@ class PolicyCache:
         self._policies = fresh
 
     async def _round(self) -> None:
-        """One background round: refresh the policies (the last ones stay when it fails), then
-        save the snapshots."""
+        """One background round: refresh the policies (the last ones stay when it fails)."""
         try:
             await self.refresh()
         except StoreUnavailable as exc:
             log.warning("arm_stats_refresh_failed", extra={"error": str(exc)})
         except Exception:  # keep refreshing whatever happens; the last policies stay
             log.exception("arm_stats_refresh_crashed")
-        try:
-            await self.flush_snapshots()
-        except StoreUnavailable as exc:  # the snapshots wait for the next round
-            log.warning("policy_snapshots_not_saved", extra={"error": str(exc)})
 
     async def __aenter__(self) -> Self:
         try:
@@ -172,9 +158,3 @@ class PolicyCache:
         tb: TracebackType | None,
     ) -> None:
         await self._refresher.stop()
-        try:
-            await self.flush_snapshots()
-        except StoreUnavailable as error:
-            log.error(
-                "policy_snapshots_lost", extra={"error": str(error), "count": len(self._unsaved)}
-            )

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from . import report_cli
+from . import key_cli, report_cli, status_cli, user_cli
 from .config import campaign_to_doc, load_yaml, parse_document
 from .config_store import ConfigStore
 from .delivery import cli as delivery_cli
@@ -189,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve, sync=True)
 
     report_cli.add_parser(commands)  # `nudge report`
+    key_cli.add_parser(commands)  # `nudge keys`
+    status_cli.add_parser(commands)  # `nudge status`
+    user_cli.add_parser(commands)  # `nudge users delete`
     delivery_cli.add_parser(commands)  # `nudge worker`, `nudge deadletter`
     return parser
 

@@ -21,13 +21,15 @@
 -- ARGV[10] meta JSON    {id=decision id, req=1 if KEYS[3] is a request key, fp=request
 --                        fingerprint, pre=reason when there is no candidate, prec=its campaign,
 --                        pren=its next-eligible time (ms)}
+-- ARGV[11] echo token   the store's token of this call (see below)
 --
 -- A prompt is charged at its effective time, when it reaches the user (deliver_at, else now):
 -- a push deferred past quiet hours counts against the day and the interval it is delivered in.
 --
--- Returns {status, result JSON {id, r, c, a, p, n, da, ch, fp}}: status 0 = decided now,
+-- Returns {token, status, result JSON {id, r, c, a, p, n, da, ch, fp}}: status 0 = decided now,
 -- 1 = a stored decision for the same request, 3 = the request id was used for another request.
--- n = 0 means "unknown".
+-- n = 0 means "unknown". The token is ARGV[11], echoed so that the store can tell that the reply
+-- it reads is its own call's (throttle_store.py).
 
 local now = tonumber(ARGV[1])
 local req_start, req_end = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -38,15 +40,16 @@ local request_ttl = tonumber(ARGV[7])
 local policy = cjson.decode(ARGV[8])
 local candidates = cjson.decode(ARGV[9])
 local meta = cjson.decode(ARGV[10])
+local token = ARGV[11]
 local DAY_MS = 86400000
 
 if meta.req == 1 then
   local previous = redis.call('GET', KEYS[3])
   if previous then
     if cjson.decode(previous).fp ~= meta.fp then
-      return {3, previous}
+      return {token, 3, previous}
     end
-    return {1, previous}
+    return {token, 1, previous}
   end
 end
 
@@ -58,7 +61,7 @@ local function finish(result)
   if meta.req == 1 then
     redis.call('SET', KEYS[3], encoded, 'EX', request_ttl)
   end
-  return {0, encoded}
+  return {token, 0, encoded}
 end
 
 -- The counted day is pinned when it starts, so a change of time zone takes effect when the day

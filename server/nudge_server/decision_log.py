@@ -1,42 +1,51 @@
-"""The decision log writer: decisions, outcomes and push jobs, batched into PostgreSQL.
+"""The decision log writer: decisions, outcomes, push jobs and policy snapshots, batched into
+PostgreSQL.
 
-The request path only appends to an in-memory buffer (`add_decision`, `add_outcome`: never
-blocking, never raising). A background task writes the buffer in batches, one transaction per
-batch: rows are COPYed into temporary tables and moved with `INSERT ... SELECT ... ON CONFLICT DO
-NOTHING`, so that a batch replayed after an uncertain commit never duplicates a row.
+The request path only appends to an in-memory buffer (`add_decision`, `add_outcome`,
+`add_snapshot`: never blocking, never raising). A background task writes the buffer in batches,
+one transaction per batch: rows are COPYed into temporary tables and moved with `INSERT ...
+SELECT ... ON CONFLICT DO NOTHING`, so that a batch replayed after an uncertain commit never
+duplicates a row (log_store.py).
 
-When PostgreSQL is down, rows stay buffered (up to `LogSettings.max_buffered_rows`; beyond that
-the newest are dropped, counted and logged) and the writer retries with exponential back-off. A
-batch that PostgreSQL refuses for a data reason is bisected, so that the bad row is isolated,
-logged and counted in `rows_rejected` while the others land.
+When PostgreSQL is down or hangs, rows go to a bounded on-disk spool (`spool.Spool`, when the
+writer has one; log_spooling.py) and are written from there, oldest segment first, once
+PostgreSQL answers again, by this process or, after a restart, by the next one using the same
+spool directory. Without a spool, or when it is full, rows stay in memory (up to
+`LogSettings.max_buffered_rows`; beyond that the newest are dropped, counted and logged). The
+writer retries with exponential back-off. A batch that PostgreSQL refuses for a data reason is
+bisected, so that the bad row is isolated, logged and counted in `rows_rejected` while the
+others land.
+
+What a kill -9 can lose: the rows in memory, that is rows added in the last `spill_after_s`
+(default 1 s) while PostgreSQL answers slowly or not at all, or in the last flush interval (0.2
+s) once the writer has seen it fail, plus, while PostgreSQL answers, the rows not yet committed
+(at most one flush interval's worth and one batch). Everything in the spool survives (records
+are fsynced; a torn last record is detected by its checksum and skipped).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
-import itertools
-import json
 import logging
 import math
-import re
 import time
-import uuid
-from collections import deque
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import asyncpg
 
 from .errors import StoreUnavailable
+from .log_buffer import InFlight, LogBuffer
+from .log_encoding import describe_entry
+from .log_rows import DecisionRow, LogEntry, OutcomeRow, PolicySnapshotRow, PushJobRow
+from .log_spooling import LogSpooler
+from .log_store import LogStore
 from .settings import LogSettings
+from .spool import Spool, SpoolStats
 
 log = logging.getLogger(__name__)
-
-Json = dict[str, Any] | list[Any]
 
 #: One write attempt (acquire, COPY, INSERT, COMMIT) may take this long before it counts as a
 #: connection problem; a PostgreSQL that hangs must not hold the queue forever.
@@ -47,270 +56,56 @@ BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
 #: At most one "buffer full" error line per this many seconds (the count says how many).
 DROP_LOG_INTERVAL_S = 5.0
+#: How often a running writer looks for spool directories of dead processes to adopt.
+ADOPT_INTERVAL_S = 30.0
+#: How long a cancelled write may take to clean up at shutdown before it is left behind.
+CANCEL_GRACE_S = 1.0
+SPILLER_TASK = "nudge-decision-log-spill"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DecisionRow:
-    """One row of `decisions`: every Decide, shown or not."""
+@dataclass(frozen=True)
+class LogStatus:
+    """The log writer's figures at one moment (what `nudge status` shows)."""
 
-    decision_id: uuid.UUID
-    app_id: str
-    user_id: str
-    decided_at: dt.datetime
-    received_at: dt.datetime
-    event_time: dt.datetime | None = None
-    event_name: str
-    event_properties: dict[str, Any] | None = None
-    requested_channel: str
-    surface: str = ""
-    time_zone: str
-    locale: str = ""
-    platform: str = "unspecified"
-    client_request_id: str | None = None
-    show: bool
-    reason: str
-    campaign_id: str | None = None
-    arm_id: str | None = None
-    channel: str | None = None
-    propensity: float | None = None
-    next_eligible_at: dt.datetime | None = None
-    deliver_at: dt.datetime | None = None
-    candidates: Json | None = None
-    response_deadline: dt.datetime | None = None  # migration 0002
-    policy_snapshot: str | None = None  # migration 0005
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutcomeRow:
-    """One row of `outcomes` (its `outcome_id` is generated by the database)."""
-
-    decision_id: uuid.UUID
-    app_id: str
-    user_id: str
-    campaign_id: str | None = None
-    arm_id: str | None = None
-    type: str
-    value: float | None = None
-    occurred_at: dt.datetime
-    received_at: dt.datetime
-    rewarded: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PushJobRow:
-    """One row of `push_jobs`; `job_id` equals the decision id. Timestamps left None take the
-    time of the write."""
-
-    job_id: uuid.UUID
-    app_id: str
-    user_id: str
-    campaign_id: str
-    arm_id: str
-    payload: dict[str, Any]
-    deliver_at: dt.datetime
-    expires_at: dt.datetime
-    time_zone: str
-    status: str = "queued"
-    attempts: int = 0
-    created_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
-
-
-def _columns(row_type: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(row_type))
-
-
-DECISION_COLUMNS = _columns(DecisionRow)
-OUTCOME_COLUMNS = _columns(OutcomeRow)
-PUSH_JOB_COLUMNS = _columns(PushJobRow)
-_JSON_COLUMNS = frozenset({"event_properties", "candidates", "payload"})
-
-# Table and column names below are constants of this module, never values: the values travel
-# through COPY only.
-_TEMP_DECISIONS = "nudge_log_decisions"
-_TEMP_OUTCOMES = "nudge_log_outcomes"
-_TEMP_PUSH_JOBS = "nudge_log_push_jobs"
-
-
-def _temp_table(temp: str, table: str, columns: Sequence[str]) -> str:
-    # CREATE TABLE AS copies no NOT NULL constraint: a bad row fails at the INSERT, where the
-    # batch is bisected, not inside COPY.
-    return (
-        f"CREATE TEMPORARY TABLE {temp} ON COMMIT DROP AS "
-        f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
-    )
-
-
-_CREATE_TEMP_DECISIONS = _temp_table(_TEMP_DECISIONS, "decisions", DECISION_COLUMNS)
-_CREATE_TEMP_OUTCOMES = _temp_table(_TEMP_OUTCOMES, "outcomes", OUTCOME_COLUMNS)
-_CREATE_TEMP_PUSH_JOBS = _temp_table(_TEMP_PUSH_JOBS, "push_jobs", PUSH_JOB_COLUMNS)
-# A decision first logged as "unavailable" (the Redis call timed out) whose script did run is
-# corrected when a retry with its client_request_id returns the stored grant; any other repeat
-# of a decision id changes nothing.
-_INSERT_DECISIONS = (
-    f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
-    f"SELECT DISTINCT ON (decision_id) {', '.join(DECISION_COLUMNS)} FROM {_TEMP_DECISIONS} "
-    "ORDER BY decision_id, (reason = 'unavailable') "
-    "ON CONFLICT (decision_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in DECISION_COLUMNS if c != "decision_id")
-    + " WHERE decisions.reason = 'unavailable' AND EXCLUDED.reason <> 'unavailable'"
-)
-_INSERT_OUTCOMES = (
-    f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) "
-    f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM {_TEMP_OUTCOMES} "
-    "ON CONFLICT (decision_id, type) DO NOTHING"
-)
-_PUSH_JOB_SELECT = ", ".join(
-    f"coalesce({c}, now())" if c in ("created_at", "updated_at") else c for c in PUSH_JOB_COLUMNS
-)
-_INSERT_PUSH_JOBS = (
-    f"INSERT INTO push_jobs ({', '.join(PUSH_JOB_COLUMNS)}) "
-    f"SELECT {_PUSH_JOB_SELECT} FROM {_TEMP_PUSH_JOBS} ON CONFLICT DO NOTHING"
-)
-
-# --- cleaning ----------------------------------------------------------------------------------
-
-# NUL cannot be stored in text or jsonb; lone surrogates cannot even be encoded as UTF-8.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-REPLACEMENT = "\ufffd"
-
-
-def clean_text(value: str) -> str:
-    """The string with every character PostgreSQL cannot store replaced by U+FFFD."""
-    text = str(value)  # a StrEnum member becomes its plain value
-    if _UNSTORABLE.search(text) is None:
-        return text
-    return _UNSTORABLE.sub(REPLACEMENT, text)
-
-
-def clean_json(value: object) -> object:
-    """A copy of a JSON-like value that jsonb can store: strings and keys cleaned, non-finite
-    numbers as null, anything else that is not JSON as its string."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return clean_text(str(value))
-
-
-def _encode_json(value: object) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(clean_json(value), ensure_ascii=False, allow_nan=False)
-
-
-def _record(row: object, columns: Sequence[str]) -> tuple[object, ...]:
-    values: list[object] = []
-    for name in columns:
-        value = getattr(row, name)
-        if name in _JSON_COLUMNS:
-            value = _encode_json(value)
-        elif isinstance(value, str):
-            value = clean_text(value)
-        values.append(value)
-    return tuple(values)
-
-
-# --- buffering ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Entry:
-    """What must land together: a decision and its push job, or one outcome."""
-
-    seq: int
-    decision: DecisionRow | None = None
-    push_job: PushJobRow | None = None
-    outcome: OutcomeRow | None = None
-
-    @property
-    def rows(self) -> int:
-        return 2 if self.push_job is not None else 1
-
-    @property
-    def decision_id(self) -> uuid.UUID:
-        if self.decision is not None:
-            return self.decision.decision_id
-        assert self.outcome is not None
-        return self.outcome.decision_id
-
-    def describe(self) -> dict[str, Any]:
-        """The entry as JSON-able data, for logging what could not be written."""
-        out: dict[str, Any] = {}
-        for name in ("decision", "push_job", "outcome"):
-            row = getattr(self, name)
-            if row is not None:
-                out[name] = clean_json(
-                    {f.name: _loggable(getattr(row, f.name)) for f in dataclasses.fields(row)}
-                )
-        return out
-
-
-def _loggable(value: object) -> object:
-    if isinstance(value, (dt.datetime, uuid.UUID)):
-        return str(value)
-    return value
-
-
-@dataclass(slots=True)
-class _Encoded:
-    """An entry encoded as COPY records."""
-
-    entry: _Entry
-    decision: tuple[object, ...] | None
-    push_job: tuple[object, ...] | None
-    outcome: tuple[object, ...] | None
-    settled: bool = False
-
-
-def _encode(entry: _Entry) -> _Encoded:
-    return _Encoded(
-        entry=entry,
-        decision=None if entry.decision is None else _record(entry.decision, DECISION_COLUMNS),
-        push_job=None if entry.push_job is None else _record(entry.push_job, PUSH_JOB_COLUMNS),
-        outcome=None if entry.outcome is None else _record(entry.outcome, OUTCOME_COLUMNS),
-    )
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether PostgreSQL (or the client encoding rows for it) refused the rows themselves, as
-    opposed to being unavailable. Only these make a batch bisected; anything else is retried."""
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
-        return False  # a ValueError too, but about the connection, not the rows
-    return isinstance(
-        exc,
-        (
-            asyncpg.exceptions.DataError,  # SQLSTATE class 22
-            asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
-            asyncpg.exceptions.ProgramLimitExceededError,  # 54000, e.g. an index row too large
-            ValueError,  # includes asyncpg's client-side DataError while encoding COPY data
-            TypeError,
-            OverflowError,
-        ),
-    )
-
-
-def _inserted(status: str) -> int:
-    # The command tag of INSERT is "INSERT 0 <rows>".
-    return int(status.rsplit(" ", 1)[-1])
+    #: Rows in memory, not yet in PostgreSQL nor in the spool (a kill -9 loses these).
+    rows_in_memory: int
+    rows_written: int
+    rows_duplicate: int
+    rows_dropped: int
+    rows_rejected: int
+    #: Rows moved to the spool since start, and rows of spool segments written to PostgreSQL.
+    rows_spooled: int
+    rows_replayed: int
+    #: The last write to PostgreSQL failed (a connection problem or a timeout).
+    postgres_failing: bool
+    last_error: str | None
+    #: The oldest row this process has not stored in PostgreSQL yet (memory or spool).
+    oldest_pending_at: dt.datetime | None
+    #: None when the writer has no spool.
+    spool: SpoolStats | None
 
 
 class LogWriter:
-    """Buffers decision-log rows and writes them to PostgreSQL in batches.
+    """Buffers decision-log rows and writes them to PostgreSQL in batches, spooling them to disk
+    while PostgreSQL cannot take them.
 
-    An async context manager: entering starts the background flusher, leaving stops it and writes
-    what is left (retrying for up to `drain_timeout_s`, then logging every row it could not
-    write at ERROR). It never closes the pool it was handed.
+    An async context manager: entering starts the background tasks, leaving stops them and
+    writes what is left to PostgreSQL or, when it is not answering, to the spool (without a
+    spool: retrying for up to `drain_timeout_s`, then logging every row it could not write at
+    ERROR). It never closes the pool or the spool it was handed.
+
+    With a spool, a row goes to disk when a write of it fails, when it has waited in memory
+    longer than `LogSettings.spill_after_s` (a hung PostgreSQL), or at once while PostgreSQL is
+    failing. Spool segments are written to PostgreSQL, oldest first, once it answers again, and
+    deleted only after their rows are committed; rows are idempotent (ON CONFLICT), so a segment
+    written twice (a crash between commit and delete) stores every row once. When the spool is
+    full, rows stay in memory up to `max_buffered_rows`, then new rows are dropped, counted and
+    logged; decisions are never held up.
 
     Counters: `rows_written` (new rows stored), `rows_duplicate` (rows already stored, skipped),
-    `rows_dropped` (not buffered because the buffer was full, or left at shutdown),
-    `rows_rejected` (refused by PostgreSQL for a data reason), `pending` (waiting to be written).
+    `rows_dropped` (not kept: memory and spool full, or left at shutdown), `rows_rejected`
+    (refused by PostgreSQL for a data reason, or unreadable in the spool), `rows_spooled`,
+    `rows_replayed`; `pending` (in memory, waiting to be written).
     """
 
     def __init__(
@@ -318,72 +113,135 @@ class LogWriter:
         pool: asyncpg.Pool,
         settings: LogSettings,
         *,
+        spool: Spool | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
     ) -> None:
-        self._pool = pool
         self._settings = settings
         self._drain_timeout_s = drain_timeout_s
-        self._attempt_timeout_s = attempt_timeout_s
-        self._buffer: deque[_Entry] = deque()
-        self._seq = itertools.count(1)
-        self._last_seq = 0
-        self._pending = 0
-        self._write_lock = asyncio.Lock()
+        self._buffer = LogBuffer(settings.max_buffered_rows)
+        self._store = LogStore(pool, self._buffer, attempt_timeout_s)
+        self._spooler = (
+            None if spool is None else LogSpooler(spool, self._buffer, self._store, settings)
+        )
         self._wakeup = asyncio.Event()
+        self._spill_wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._entered = False
         self._closed = False
+        self._postgres_failing = False
+        self._last_error: str | None = None
         self._last_drop_log = -math.inf
         self._drops_unlogged = 0
-        self.rows_written = 0
-        self.rows_duplicate = 0
-        self.rows_dropped = 0
-        self.rows_rejected = 0
+
+    # --- the figures ---------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        """Rows buffered or being written, not yet stored."""
-        return self._pending
+        """Rows in memory (buffered or being written), neither stored nor spooled."""
+        return self._buffer.pending
+
+    @property
+    def rows_written(self) -> int:
+        return self._store.rows_written
+
+    @property
+    def rows_duplicate(self) -> int:
+        return self._store.rows_duplicate
+
+    @property
+    def rows_dropped(self) -> int:
+        return self._buffer.rows_dropped
+
+    @property
+    def rows_rejected(self) -> int:
+        unreadable = self._spooler.rows_unreadable if self._spooler is not None else 0
+        return self._store.rows_rejected + unreadable
+
+    @property
+    def rows_spooled(self) -> int:
+        return self._buffer.rows_spooled
+
+    @property
+    def rows_replayed(self) -> int:
+        return self._spooler.rows_replayed if self._spooler is not None else 0
+
+    def _spool_stats(self) -> SpoolStats | None:
+        return self._spooler.stats if self._spooler is not None else None
+
+    def oldest_pending_at(self) -> dt.datetime | None:
+        """When the oldest row this process still has to store (in memory or in its spool) was
+        added; None when it has none. Cheap: no I/O."""
+        spool = self._spool_stats()
+        stamps = [
+            stamp
+            for stamp in (self._buffer.oldest_ms(), spool.oldest_stamp_ms if spool else None)
+            if stamp is not None
+        ]
+        if not stamps:
+            return None
+        return dt.datetime.fromtimestamp(min(stamps) / 1000, dt.UTC)
+
+    def status(self) -> LogStatus:
+        """The figures now."""
+        return LogStatus(
+            rows_in_memory=self._buffer.pending,
+            rows_written=self.rows_written,
+            rows_duplicate=self.rows_duplicate,
+            rows_dropped=self.rows_dropped,
+            rows_rejected=self.rows_rejected,
+            rows_spooled=self.rows_spooled,
+            rows_replayed=self.rows_replayed,
+            postgres_failing=self._postgres_failing,
+            last_error=self._last_error,
+            oldest_pending_at=self.oldest_pending_at(),
+            spool=self._spool_stats(),
+        )
 
     # --- the request path: synchronous, never blocks, never raises -----------------------------
 
     def add_decision(self, row: DecisionRow, push_job: PushJobRow | None = None) -> None:
         """Buffers a decision and, for a granted push, its push job (written in one
         transaction)."""
-        self._add(_Entry(seq=0, decision=row, push_job=push_job))
+        self._add(LogEntry(seq=0, decision=row, push_job=push_job))
 
     def add_outcome(self, row: OutcomeRow) -> None:
         """Buffers an outcome."""
-        self._add(_Entry(seq=0, outcome=row))
+        self._add(LogEntry(seq=0, outcome=row))
 
-    def _add(self, entry: _Entry) -> None:
+    def add_snapshot(self, row: PolicySnapshotRow) -> None:
+        """Buffers a policy snapshot. It may land after the decisions that name it (their batch
+        is written first, or it waits in the spool longer): reports look snapshots up when they
+        run."""
+        self._add(LogEntry(seq=0, snapshot=row))
+
+    def _add(self, entry: LogEntry) -> None:
         try:
-            rows = entry.rows
-            if self._closed or self._pending + rows > self._settings.max_buffered_rows:
-                self._drop(entry, rows)
+            if self._closed:
+                self._buffer.drop(entry)
+            elif self._buffer.add(entry):
+                if self._buffer.pending >= self._settings.batch_size:
+                    self._wakeup.set()
                 return
-            entry.seq = self._last_seq = next(self._seq)
-            self._buffer.append(entry)
-            self._pending += rows
-            if self._pending >= self._settings.batch_size:
-                self._wakeup.set()
+            self._log_drop(entry)
         except Exception:  # the request path must never fail because of the log
             log.exception("decision_log_add_failed")
 
-    def _drop(self, entry: _Entry, rows: int) -> None:
-        self.rows_dropped += rows
-        self._drops_unlogged += rows
+    def _log_drop(self, entry: LogEntry) -> None:
+        self._drops_unlogged += entry.rows
         now = time.monotonic()
         if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            spool = self._spool_stats()
             log.error(
                 "decision_log_closed" if self._closed else "decision_log_buffer_full",
                 extra={
                     "dropped": self._drops_unlogged,
                     "dropped_total": self.rows_dropped,
-                    "pending": self._pending,
+                    "pending": self._buffer.pending,
                     "max_buffered_rows": self._settings.max_buffered_rows,
-                    "decision_id": str(entry.decision_id),
+                    "spool_full": bool(spool and spool.full),
+                    **entry.identity(),
                 },
             )
             self._last_drop_log = now
@@ -392,132 +250,55 @@ class LogWriter:
     # --- writing -------------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Writes every row buffered at the time of the call.
+        """Writes every row buffered in memory at the time of the call to PostgreSQL.
 
-        Raises StoreUnavailable when PostgreSQL cannot be written; the rows then stay buffered.
+        Raises StoreUnavailable when PostgreSQL cannot be written; the rows then stay in memory
+        (and go to the spool in the background, if there is one).
         """
         try:
-            await self._drain(self._last_seq)
+            await self._drain(self._buffer.last_seq)
         except Exception as exc:
             raise StoreUnavailable(
                 f"decision log not written: {type(exc).__name__}: {exc}"
             ) from exc
 
     async def _drain(self, until_seq: int) -> None:
-        """Writes batches until every entry up to `until_seq` is settled. Raises on a
+        """Writes batches until every entry in memory up to `until_seq` is settled. Raises on a
         connection problem (the unwritten entries are back at the front of the buffer)."""
         while True:
             # Check under the lock: a batch in flight elsewhere is out of the buffer until it
             # is either written or put back.
-            async with self._write_lock:
-                if not self._buffer or self._buffer[0].seq > until_seq:
+            async with self._store.lock:
+                if not self._buffer.waiting(until_seq):
                     return
                 await self._write_next_batch(until_seq)
 
     async def _write_next_batch(self, until_seq: int) -> None:
-        batch: list[_Entry] = []
-        rows = 0
-        while self._buffer and self._buffer[0].seq <= until_seq:
-            entry = self._buffer[0]
-            if batch and rows + entry.rows > self._settings.batch_size:
-                break
-            batch.append(self._buffer.popleft())
-            rows += entry.rows
+        batch = self._buffer.take_batch(until_seq, self._settings.batch_size)
         if not batch:
             return
-        encoded: list[_Encoded] = []
-        for entry in batch:
-            try:
-                encoded.append(_encode(entry))
-            except (ValueError, TypeError, RecursionError) as exc:
-                self._reject(entry, exc)
+        self._buffer.in_flight = InFlight(batch, time.monotonic(), min(e.added_ms for e in batch))
         try:
-            await self._write_isolating(encoded)
+            await self._store.write_entries(batch)
         except BaseException:
-            # Cancelled or unavailable: put back what is not settled, oldest first. A batch whose
-            # commit was uncertain is replayed; ON CONFLICT makes that harmless.
-            self._buffer.extendleft(reversed([e.entry for e in encoded if not e.settled]))
+            self._buffer.put_back(batch)
             raise
+        finally:
+            self._buffer.in_flight = None
 
-    async def _write_isolating(self, batch: list[_Encoded]) -> None:
-        if not batch:
-            return
-        try:
-            written, duplicate = await self._write(batch)
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            if len(batch) == 1:
-                self._reject(batch[0].entry, exc)
-                batch[0].settled = True
-                return
-            middle = len(batch) // 2
-            await self._write_isolating(batch[:middle])
-            await self._write_isolating(batch[middle:])
-            return
-        for item in batch:
-            item.settled = True
-            self._pending -= item.entry.rows
-        self.rows_written += written
-        self.rows_duplicate += duplicate
-
-    async def _write(self, batch: list[_Encoded]) -> tuple[int, int]:
-        """Writes one batch in one transaction; returns (rows inserted, rows already there)."""
-        decisions = [e.decision for e in batch if e.decision is not None]
-        push_jobs = [e.push_job for e in batch if e.push_job is not None]
-        outcomes = [e.outcome for e in batch if e.outcome is not None]
-        inserted = 0
-        async with asyncio.timeout(self._attempt_timeout_s):
-            async with self._pool.acquire() as conn, conn.transaction():
-                for records, create, temp, columns, insert in (
-                    (
-                        decisions,
-                        _CREATE_TEMP_DECISIONS,
-                        _TEMP_DECISIONS,
-                        DECISION_COLUMNS,
-                        _INSERT_DECISIONS,
-                    ),
-                    (
-                        push_jobs,
-                        _CREATE_TEMP_PUSH_JOBS,
-                        _TEMP_PUSH_JOBS,
-                        PUSH_JOB_COLUMNS,
-                        _INSERT_PUSH_JOBS,
-                    ),
-                    (
-                        outcomes,
-                        _CREATE_TEMP_OUTCOMES,
-                        _TEMP_OUTCOMES,
-                        OUTCOME_COLUMNS,
-                        _INSERT_OUTCOMES,
-                    ),
-                ):
-                    if not records:
-                        continue
-                    await conn.execute(create)
-                    await conn.copy_records_to_table(temp, records=records, columns=columns)
-                    inserted += _inserted(await conn.execute(insert))
-        total = len(decisions) + len(push_jobs) + len(outcomes)
-        return inserted, total - inserted
-
-    def _reject(self, entry: _Entry, exc: BaseException) -> None:
-        self._pending -= entry.rows
-        self.rows_rejected += entry.rows
-        log.error(
-            "decision_log_row_rejected",
-            extra={
-                "decision_id": str(entry.decision_id),
-                "error": f"{type(exc).__name__}: {exc}",
-                "row": entry.describe(),
-            },
-        )
-
-    # --- the background task -------------------------------------------------------------------
+    # --- the background tasks ------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._task is not None or self._closed:
+        if self._entered or self._closed:
             raise RuntimeError("a LogWriter can be entered once")
-        self._task = asyncio.create_task(self._run(), name="nudge-decision-log")
+        self._entered = True
+        if self._spooler is not None:
+            await self._spooler.load()
+        self._tasks.append(asyncio.create_task(self._run(), name="nudge-decision-log"))
+        if self._spooler is not None:
+            self._tasks.append(
+                asyncio.create_task(self._run_spiller(self._spooler), name=SPILLER_TASK)
+            )
         return self
 
     async def __aexit__(
@@ -529,52 +310,72 @@ class LogWriter:
         await self.close()
 
     async def close(self) -> None:
-        """Stops the background task and writes everything left (see the class docstring)."""
+        """Stops the background tasks and stores everything left (see the class docstring).
+        Bounded in time even when PostgreSQL hangs: what it cannot write by the drain deadline
+        goes to the spool (or, without one, is logged as lost)."""
         if self._closed:
             return
         deadline = time.monotonic() + self._drain_timeout_s
         self._stopping.set()
         self._wakeup.set()
-        if self._task is not None:
-            # Let a batch in flight finish; cancel it only if it outlives the drain time.
-            done, _ = await asyncio.wait({self._task}, timeout=self._drain_timeout_s)
-            if not done:
-                self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("decision_log_task_failed")
-            self._task = None
+        self._spill_wakeup.set()
+        stuck = False
+        for task in self._tasks:
+            # The spiller is never cancelled (its worker thread could not be) and never hangs;
+            # the writer may be in a write to a PostgreSQL that hangs: past the deadline it is
+            # cancelled and, if even that does not end it, left behind.
+            spiller = task.get_name() == SPILLER_TASK
+            timeout = None if spiller else max(0.0, deadline - time.monotonic())
+            if not await _finish(task, timeout):
+                stuck = True
+                log.error("decision_log_writer_stuck", extra={"pending": self._buffer.pending})
+        self._tasks.clear()
         failures = 0
-        while self._buffer:
+        # A stuck writer holds the write lock: straight to the spool then.
+        while self._buffer and not stuck and not (self._spooler and self._postgres_failing):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            drain = asyncio.create_task(self._drain(self._buffer.last_seq))
             try:
-                async with asyncio.timeout(remaining):
-                    await self._drain(self._last_seq)
+                if not await _finish(drain, remaining, reraise=True):
+                    stuck = True
+                    self._note_failure(TimeoutError("PostgreSQL did not answer in time"))
+                    break
             except Exception as exc:  # noqa: BLE001 - unavailable or worse: retry until the deadline
                 failures += 1
-                delay = min(_backoff(failures), deadline - time.monotonic())
+                self._note_failure(exc)
                 log.warning(
                     "decision_log_drain_retry",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "pending": self._pending},
+                    extra={
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "pending": self._buffer.pending,
+                    },
                 )
+                if self._spooler is not None:
+                    break  # no waiting: the spool keeps them
+                delay = min(_backoff(failures), deadline - time.monotonic())
                 if delay > 0:
                     await asyncio.sleep(delay)
+        if self._spooler is not None and self._buffer.unstored():
+            try:
+                await self._spooler.spill(everything=True, even_if_full=True)
+            except Exception:
+                log.exception("decision_log_spill_failed")
+            if not self._buffer.unstored():
+                stats = self._spooler.stats
+                log.warning(
+                    "decision_log_spooled_at_shutdown",
+                    extra={"spool_rows": stats.rows if stats else None},
+                )
         self._closed = True
         self._give_up()
 
     def _give_up(self) -> None:
-        if not self._buffer:
+        lost = self._buffer.let_go()
+        if not lost:
             return
-        lost = list(self._buffer)
-        self._buffer.clear()
         rows = sum(e.rows for e in lost)
-        self._pending -= rows
-        self.rows_dropped += rows
         log.error(
             "decision_log_rows_lost",
             extra={"rows": rows, "entries": len(lost), "drain_timeout_s": self._drain_timeout_s},
@@ -582,40 +383,101 @@ class LogWriter:
         for entry in lost:
             # One line per entry, with its content, so that an operator can replay it.
             log.error(
-                "decision_log_row_lost",
-                extra={"decision_id": str(entry.decision_id), "row": entry.describe()},
+                "decision_log_row_lost", extra={**entry.identity(), "row": describe_entry(entry)}
             )
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self._postgres_failing = True
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._spill_wakeup.set()
 
     async def _run(self) -> None:
         failures = 0
+        next_adoption = time.monotonic() + ADOPT_INTERVAL_S
+        spooler = self._spooler
         while not self._stopping.is_set():
             if failures:
-                delay = _backoff(failures)
-                await _wait(self._stopping, delay)
-            elif self._pending < self._settings.batch_size:
+                await _wait(self._stopping, _backoff(failures))
+            elif self._buffer.pending < self._settings.batch_size and not (
+                spooler and spooler.backlog()
+            ):
                 await _wait(self._wakeup, self._settings.flush_interval_s)
             self._wakeup.clear()
             if self._stopping.is_set():
                 return
             try:
-                await self._drain(self._last_seq)
+                if self._postgres_failing and not self._buffer:
+                    await self._store.probe()  # cheaper than reading a spool segment to find out
+                await self._drain(self._buffer.last_seq)
+                if spooler is not None:
+                    # One segment per round, so that rows arriving meanwhile are not held up.
+                    await spooler.replay_next_segment()
+                    if time.monotonic() >= next_adoption:
+                        next_adoption = time.monotonic() + ADOPT_INTERVAL_S
+                        await spooler.adopt_orphans()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the task must outlive any failure
                 failures += 1
+                self._note_failure(exc)
                 log.warning(
                     "decision_log_write_failed",
                     extra={
                         "error": f"{type(exc).__name__}: {exc}",
-                        "pending": self._pending,
+                        "pending": self._buffer.pending,
                         "failures": failures,
                         "retry_in_s": _backoff(failures),
                     },
                 )
                 continue
             if failures:
-                log.info("decision_log_recovered", extra={"pending": self._pending})
+                stats = self._spool_stats()
+                log.info(
+                    "decision_log_recovered",
+                    extra={
+                        "pending": self._buffer.pending,
+                        "spool_rows": stats.rows if stats else 0,
+                    },
+                )
             failures = 0
+            self._postgres_failing = False
+
+    async def _run_spiller(self, spooler: LogSpooler) -> None:
+        tick = min(self._settings.flush_interval_s, self._settings.spill_after_s / 2)
+        while not self._stopping.is_set():
+            await _wait(self._spill_wakeup, tick)
+            self._spill_wakeup.clear()
+            if self._stopping.is_set():
+                return
+            stats = spooler.stats
+            if stats is not None and stats.full:
+                spooler.log_trouble("decision_log_spool_full", None)  # loud while it lasts
+            try:
+                await spooler.spill(everything=self._postgres_failing)
+            except Exception:  # the task must outlive any failure
+                log.exception("decision_log_spill_failed")
+
+
+async def _finish(
+    task: asyncio.Task[None], timeout: float | None, *, reraise: bool = False
+) -> bool:
+    """Waits for a task up to `timeout`, then cancels it and waits CANCEL_GRACE_S more (its
+    clean-up may itself wait on a hung connection); False when it still has not ended (it is
+    left running). A failure is logged, or raised when `reraise`."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        if not done:
+            return False
+    if task.cancelled():
+        return True
+    exc = task.exception()
+    if exc is not None:
+        if reraise:
+            raise exc
+        log.error("decision_log_task_failed", exc_info=exc)
+    return True
 
 
 def _backoff(failures: int) -> float:

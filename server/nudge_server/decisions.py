@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .arm_stats import PolicyCache
-from .decision_log import DecisionRow, LogWriter, PushJobRow
+from .decision_log import LogWriter
 from .errors import NotFound, StoreUnavailable
 from .ids import new_decision_id
 from .local_time import utc_now
+from .log_rows import DecisionRow, PushJobRow
+from .logs import EveryFewSeconds
 from .model import App, Campaign, Channel, Prompt, Reason
 from .requests import DecideInput
 from .settings import DecisionSettings
@@ -89,6 +91,7 @@ class DecisionEngine:
         self._settings = settings
         self._clock = clock
         self._rng = random.Random(settings.seed)
+        self._degraded_log = EveryFewSeconds()
 
     async def decide(self, request: DecideInput) -> Decision:
         """Decides for one user action. Raises NotFound for an unknown app."""
@@ -140,7 +143,12 @@ class DecisionEngine:
         try:
             verdict = await self._store.decide(call)
         except StoreUnavailable as exc:
-            log.warning("decide_degraded", extra={"error": str(exc), "app_id": request.app_id})
+            held = self._degraded_log.due()
+            if held is not None:
+                log.warning(
+                    "decide_degraded",
+                    extra={"error": str(exc), "app_id": request.app_id, "held_back": held},
+                )
             verdict = Verdict(decision_id, Reason.UNAVAILABLE, "", "", 0.0, None, None, False)
         decision = self._decision(verdict, app, candidates, request)
         if not verdict.replayed or verdict.show:

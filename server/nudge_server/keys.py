@@ -58,6 +58,11 @@ def user_decision(tag: str, decision_id: str) -> str:
     return f"{PREFIX}:u:{tag}:dec:{decision_id}"
 
 
+def user_keys_pattern(tag: str) -> str:
+    """SCAN pattern of every key above of one user (the erasure deletes what it matches)."""
+    return f"{PREFIX}:u:{tag}:*"
+
+
 def arm_stats(app_id: str, campaign_id: str) -> str:
     """Hash of <arm>:n (pulls) and <arm>:r (rewards). TTL ARM_STATS_TTL_S, refreshed."""
     return f"{PREFIX}:arms:{{{app_id}:{campaign_id}}}"

@@ -6,8 +6,9 @@
 --
 -- ARGV[1] arm   ARGV[2] decision id   ARGV[3] pull (0/1)   ARGV[4] reward (0/1)
 -- ARGV[5] TTL of the statistics hash (s)   ARGV[6] TTL of the learned set (s)
+-- ARGV[7] echo token: the store's token of this call, returned first (throttle_store.py)
 --
--- Returns {pulls added, rewards added}.
+-- Returns {token, pulls added, rewards added}.
 
 local arm, decision = ARGV[1], ARGV[2]
 local pulls, rewards = 0, 0
@@ -21,4 +22,4 @@ if ARGV[4] == '1' and redis.call('SADD', KEYS[2], decision .. ':r') == 1 then
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
-return {pulls, rewards}
+return {ARGV[7], pulls, rewards}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
+import time
 
 # Attributes every LogRecord has; anything else came from `extra=` and is a field of the event.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -36,3 +38,23 @@ def configure_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("NUDGE_LOG_LEVEL") or "INFO").upper())
+
+
+class EveryFewSeconds:
+    """Lets one log line through per `interval_s` and counts the ones held back, so that an
+    event repeated on every call of an outage reads as one line every few seconds."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        self._interval_s = interval_s
+        self._last = -math.inf
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None while the line is to be held back; otherwise how many were held back since the
+        last line that went through."""
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held

@@ -11,8 +11,9 @@
 -- ARGV[2] outcome time (ms)
 -- ARGV[3] weight of the newest response in the responsiveness average (0..1)
 -- ARGV[4] TTL of the state hash (s)
+-- ARGV[5] echo token: the store's token of this call, returned first (throttle_store.py)
 --
--- Returns a JSON object {s, c, a, t, aw, pull, reward, late}. s is one of
+-- Returns {token, JSON object {s, c, a, t, aw, pull, reward, late}}. s is one of
 --   ok         recorded now;
 --   duplicate  recorded before: pull and reward repeat what that first report counted, so a
 --              retry can finish the learning a crash interrupted (learning is idempotent);
@@ -24,17 +25,18 @@ local kind = ARGV[1]
 local at = tonumber(ARGV[2])
 local weight = tonumber(ARGV[3])
 local state_ttl = tonumber(ARGV[4])
+local token = ARGV[5]
 
 local rec = redis.call('HMGET', KEYS[2], 'c', 'a', 't', 'aw', 'm', 'o:' .. kind, 'pulled',
   'rewarded', 'positive', 'responded')
 if not rec[1] then
-  return cjson.encode({s = 'missing'})
+  return {token, cjson.encode({s = 'missing'})}
 end
 local campaign, arm = rec[1], rec[2]
 local decided_at, window = tonumber(rec[3]), tonumber(rec[4])
 local function reply(status, pull, reward, late)
-  return cjson.encode({s = status, c = campaign, a = arm, t = decided_at, aw = window,
-    pull = pull, reward = reward, late = late})
+  return {token, cjson.encode({s = status, c = campaign, a = arm, t = decided_at, aw = window,
+    pull = pull, reward = reward, late = late})}
 end
 if rec[6] then
   return reply('duplicate', rec[7] == kind and 1 or 0, rec[8] == kind and 1 or 0, 0)

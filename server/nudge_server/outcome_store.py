@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .decision_log import OutcomeRow
 from .errors import StoreUnavailable
+from .log_rows import OutcomeRow
 
 FIND_DECISION = """
 SELECT decision_id, user_id, show, reason, campaign_id, arm_id, decided_at

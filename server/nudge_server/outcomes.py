@@ -8,11 +8,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .decision_log import OutcomeRow
 from .decisions import Clock
 from .errors import FailedPrecondition, InvalidArgument, NotFound, StoreUnavailable
 from .ids import Owner, issued_at, owner_of
 from .local_time import to_ms, utc_now
+from .log_rows import OutcomeRow
 from .model import App, OutcomeType, Reason
 from .outcome_store import OutcomeStore
 from .requests import OutcomeInput
@@ -21,8 +21,11 @@ from .throttle_store import ThrottleStore
 
 log = logging.getLogger(__name__)
 
-#: How long a decision may take to reach the log (batching, a short database hiccup): an unknown
-#: decision younger than this answers UNAVAILABLE (retry) rather than NOT_FOUND.
+#: How long a decision may take to reach the log from any server (batching, a short database
+#: hiccup): an unknown decision younger than this answers UNAVAILABLE (retry) rather than
+#: NOT_FOUND. A backlog of this process's own log writer (rows in memory or in its spool since
+#: some time T) stretches it back to T - LOG_LAG: such a decision may be in that backlog, and
+#: other servers most likely share the outage that made it.
 LOG_LAG = dt.timedelta(seconds=30)
 #: Servers' clocks may differ by this much; an id "issued" further in the future is not ours.
 CLOCK_SKEW = dt.timedelta(minutes=1)
@@ -46,12 +49,17 @@ class OutcomeRecorder:
         outcomes: OutcomeStore,
         settings: DecisionSettings,
         clock: Clock = utc_now,
+        *,
+        log_backlog_since: Callable[[], dt.datetime | None] = lambda: None,
     ) -> None:
+        """`log_backlog_since` tells when the oldest row the log writer has not stored yet was
+        added (None: none), so that an outcome for a decision still in it is told to retry."""
         self._apps = apps
         self._store = store
         self._decisions = outcomes
         self._settings = settings
         self._clock = clock
+        self._log_backlog_since = log_backlog_since
 
     async def report(self, outcome: OutcomeInput) -> OutcomeResult:
         """Applies one outcome, at most once per decision and type.
@@ -86,12 +94,16 @@ class OutcomeRecorder:
         await self._store.learn(outcome.app_id, outcome.decision_id, effect)
         # Written before the answer, so an acknowledged outcome survives a crash; if this fails
         # the caller retries, and the steps above repeat without counting twice.
-        await self._decisions.insert_outcome(
+        inserted = await self._decisions.insert_outcome(
             self._row(outcome, effect.campaign_id, effect.arm_id, at, received_at, effect.reward)
         )
         if effect.late:
             log.info("outcome_after_attribution_window", extra={"decision_id": outcome.decision_id})
-        return OutcomeResult(recorded=effect.status == "ok", rewarded=effect.reward)
+        # A "duplicate" in Redis whose row was not yet in the log is this call's recording: the
+        # first try reached Redis but its answer was lost (a timeout), so it told the caller
+        # UNAVAILABLE.
+        recorded = effect.status == "ok" or inserted
+        return OutcomeResult(recorded=recorded, rewarded=effect.reward)
 
     async def _report_unknown_to_redis(
         self, outcome: OutcomeInput, at: dt.datetime, received_at: dt.datetime
@@ -99,11 +111,10 @@ class OutcomeRecorder:
         """An outcome for a decision Redis has no record of: a "no", an expired record, or an
         unknown id. Only the log can tell; nothing is learned."""
         logged = await self._decisions.find_decision(outcome.app_id, outcome.decision_id)
-        age = received_at - issued_at(outcome.decision_id)
-        if logged is None and -CLOCK_SKEW <= age < LOG_LAG:
-            # Made moments ago and still in some server's log buffer: worth a retry.
+        if logged is None and self._may_be_unlogged(outcome.decision_id, received_at):
+            # Still in some server's log buffer or spool: worth a retry.
             raise StoreUnavailable(
-                f"decision_id: decision {outcome.decision_id} is not in the log yet; retry shortly"
+                f"decision_id: decision {outcome.decision_id} is not in the log yet; retry later"
             )
         if logged is None or logged.user_id != outcome.user_id:
             raise NotFound(f"decision_id: no decision {outcome.decision_id} for this user")
@@ -124,6 +135,17 @@ class OutcomeRecorder:
             self._row(outcome, logged.campaign_id, logged.arm_id, at, received_at, False)
         )
         return OutcomeResult(recorded=inserted, rewarded=False)
+
+    def _may_be_unlogged(self, decision_id: str, now: dt.datetime) -> bool:
+        """Whether a decision PostgreSQL does not have may still be on its way there."""
+        issued = issued_at(decision_id)
+        if issued > now + CLOCK_SKEW:
+            return False  # not an id a server made
+        horizon = now
+        backlog_since = self._log_backlog_since()
+        if backlog_since is not None and backlog_since < horizon:
+            horizon = backlog_since
+        return issued >= horizon - LOG_LAG
 
     @staticmethod
     def _row(

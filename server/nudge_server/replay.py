@@ -416,9 +416,11 @@ async def _report_logged_outcome(
 async def replay(
     events: Sequence[LoggedEvent], target: str, timeout_s: float = 1.0, progress_every: int = 2000
 ) -> Tally:
-    """Sends every event as a Decide call, in order, and reports the matched outcomes."""
+    """Sends every event as a Decide call, in order, and reports the matched outcomes.
+
+    TLS and the API key come from NUDGE_TLS_* and NUDGE_API_KEY (`NudgeClient.from_env`)."""
     tally = Tally()
-    async with NudgeClient(target, timeout_s=timeout_s) as client:
+    async with NudgeClient.from_env(target, timeout_s=timeout_s) as client:
         for number, event in enumerate(events, start=1):
             tally.rows += 1
             tally.logged_clicks += event.click

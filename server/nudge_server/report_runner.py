@@ -10,7 +10,8 @@ first report and stopped with the server. The child opens its own PostgreSQL poo
 and sends back the serialized bytes: cheap to pickle, and all the server does with them is parse.
 
 Admission: at most `workers` reports run at once; up to `max_waiting` more wait for a worker, in
-the order they came; beyond that a report is refused at once (ResourceExhausted).
+the order they came; beyond that a report is refused at once (ResourceExhausted), as is one of
+an app that has `max_per_app` reports running or waiting already.
 
 Cancellation (the RPC cancelled, or past its deadline): a waiting report just leaves the queue,
 and one handed to the pool but not started is dropped. A running one is told to stop through a
@@ -177,6 +178,8 @@ class ReportRunner:
         self._slots = asyncio.Semaphore(settings.workers)
         self._free = list(range(settings.workers))
         self._waiting = 0
+        #: Reports running or waiting, by app (at most `max_per_app` each).
+        self._by_app: Counter[str] = Counter()
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._closed = False
         #: Reports by how they ended: finished, cancelled (stopped early in a child), refused
@@ -205,6 +208,21 @@ class ReportRunner:
                 f"{self.running} reports are running and {self._waiting} waiting, as many as "
                 "this server takes (NUDGE_REPORT_WORKERS, NUDGE_REPORT_MAX_WAITING): retry later"
             )
+        if self._by_app[query.app_id] >= self._settings.max_per_app:
+            self.counts["refused"] += 1
+            raise ResourceExhausted(
+                f"app {query.app_id!r} has {self._by_app[query.app_id]} reports running or "
+                "waiting, as many as one app may (NUDGE_REPORT_MAX_PER_APP): retry later"
+            )
+        self._by_app[query.app_id] += 1
+        try:
+            return await self._admitted(query)
+        finally:
+            self._by_app[query.app_id] -= 1
+            if not self._by_app[query.app_id]:
+                del self._by_app[query.app_id]
+
+    async def _admitted(self, query: ReportQuery) -> bytes:
         self._waiting += 1
         try:
             await self._slots.acquire()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nudge.v1 import (
@@ -21,12 +20,18 @@ from nudge.v1 import (
     decision_pb2_grpc,
     devices_pb2,
     devices_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
     report_pb2,
     report_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 
 from .admin_api import AdminServicer
+from .api_keys import ApiKeyStore
 from .arm_stats import PolicyCache
+from .auth import Authorize, KeyCache, RateLimiter
 from .background import periodic
 from .config_store import ConfigCache, ConfigStore
 from .decision_api import DecisionServicer
@@ -34,7 +39,10 @@ from .decision_log import LogWriter
 from .decisions import DecisionEngine
 from .device_api import DeviceServicer
 from .devices import DeviceStore
+from .erasure import UserEraser
 from .errors import StoreUnavailable
+from .key_api import KeyServicer
+from .log_store import database_identity
 from .logs import configure_logging
 from .model import Campaign
 from .outcome_store import OutcomeStore
@@ -42,9 +50,12 @@ from .outcomes import OutcomeRecorder
 from .report_api import ReportServicer
 from .report_runner import ReportRunner
 from .settings import ServerSettings
-from .snapshot_store import snapshot_writer
+from .shutdown import Draining
+from .spool import Spool
+from .status_api import StatusServicer
 from .sweeper import IgnoreSweeper
-from .throttle_store import ThrottleStore
+from .throttle_store import ThrottleStore, open_redis
+from .tls import server_credentials
 from .wire import DecodeErrors
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,8 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
 )
 #: How often the health service re-checks Redis.
 HEALTH_INTERVAL_S = 1.0
@@ -103,13 +116,10 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
     On exit the server stops accepting, in-flight RPCs get the grace period, the log buffer is
     flushed, and the pools close, in that order.
     """
+    # Read before anything opens: a bad certificate file stops the start, never falls back.
+    credentials = server_credentials(settings.tls)
     async with contextlib.AsyncExitStack() as stack:
-        redis_client = aioredis.Redis.from_url(
-            settings.redis.url,
-            max_connections=settings.redis.max_connections,
-            socket_connect_timeout=settings.redis.command_timeout_s,
-            health_check_interval=30,
-        )
+        redis_client = open_redis(settings.redis)
         stack.push_async_callback(redis_client.aclose)
         try:
             pool = await asyncpg.create_pool(
@@ -128,36 +138,58 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         except StoreUnavailable as exc:
             log.warning("redis_unavailable_at_start", extra={"error": str(exc)})
 
+        keys = await stack.enter_async_context(KeyCache(ApiKeyStore(pool), settings.auth))
+        authorize = Authorize(
+            keys, RateLimiter(settings.auth.app_rate_per_s, settings.auth.app_burst)
+        )
         config_store = ConfigStore(pool)
         config = await stack.enter_async_context(ConfigCache(config_store, settings.decision))
 
         def active_campaigns() -> list[Campaign]:
             return [c for cs in config.snapshot.campaigns.values() for c in cs]
 
+        spool = None
+        if settings.log.spool_enabled:
+            # One subdirectory per database: rows only ever go to the database they belong to.
+            spool_dir = settings.log.spool_dir / await database_identity(pool)
+            spool = Spool(spool_dir, settings.log.spool_max_bytes)
+            await asyncio.to_thread(spool.open)  # adopts what stopped processes left behind
+            stack.callback(spool.close)  # after the log writer has spilled into it
+        log_writer = await stack.enter_async_context(LogWriter(pool, settings.log, spool=spool))
+        # Opened after the log writer, so closed before it: every snapshot it hands over is in
+        # the writer before the writer's last flush.
         policies = await stack.enter_async_context(
             PolicyCache(
                 store,
                 active_campaigns,
                 settings.decision.stats_refresh_s,
                 settings.decision.seed,
-                save_snapshots=snapshot_writer(pool),
+                add_snapshot=log_writer.add_snapshot,
             )
         )
-        log_writer = await stack.enter_async_context(LogWriter(pool, settings.log))
 
         engine = DecisionEngine(
             lambda: config.snapshot, policies, store, log_writer, settings.decision
         )
         outcomes = OutcomeRecorder(
-            lambda: config.snapshot.apps, store, OutcomeStore(pool), settings.decision
+            lambda: config.snapshot.apps,
+            store,
+            OutcomeStore(pool),
+            settings.decision,
+            log_backlog_since=log_writer.oldest_pending_at,
         )
         await stack.enter_async_context(
             IgnoreSweeper(pool, store, interval_s=settings.decision.sweep_interval_s)
         )
+        eraser = UserEraser(pool, redis_client, settings.redis)
+        await stack.enter_async_context(eraser.link_janitor())
         # Closed after the server has stopped serving: reports in flight are cancelled by then.
         reports = await stack.enter_async_context(ReportRunner(settings.postgres, settings.report))
+        draining = Draining()
         server = grpc.aio.server(
-            interceptors=[DecodeErrors()],
+            # Draining first: nothing else runs for a call refused during shutdown. DecodeErrors
+            # before Authorize: it decodes inside the call that Authorize has let through.
+            interceptors=[draining, DecodeErrors(), authorize],
             options=[
                 ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
                 ("grpc.max_send_message_length", settings.grpc.max_send_message_bytes),
@@ -168,7 +200,7 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
             DecisionServicer(engine, outcomes), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(config_store, on_change=config.refresh_now), server
+            AdminServicer(config_store, on_change=config.refresh_now, eraser=eraser), server
         )
         report_pb2_grpc.add_ReportServiceServicer_to_server(
             ReportServicer(reports, settings.grpc.max_send_message_bytes), server
@@ -176,12 +208,19 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         devices_pb2_grpc.add_DeviceServiceServicer_to_server(
             DeviceServicer(DeviceStore(pool)), server
         )
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(ApiKeyStore(pool)), server)
+        status_pb2_grpc.add_StatusServiceServicer_to_server(
+            StatusServicer(store.ping, pool, log_writer, settings.log.max_buffered_rows), server
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(settings.grpc.listen)
+        if credentials is None:
+            port = server.add_insecure_port(settings.grpc.listen)
+        else:
+            port = server.add_secure_port(settings.grpc.listen, credentials)
         if port == 0:
             raise StoreUnavailable(f"grpc: cannot listen on {settings.grpc.listen}")
         await server.start()
@@ -197,11 +236,16 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
         async def stop() -> None:
             await health_watch.stop()
             await health_servicer.enter_graceful_shutdown()
+            draining.start()
+            await asyncio.sleep(settings.grpc.shutdown_drain_s)
             await server.stop(settings.grpc.shutdown_grace_s)
 
         # Registered last, so it runs first: stop serving before the log flushes and pools close.
         stack.push_async_callback(stop)
-        log.info("server_started", extra={"listen": settings.grpc.listen, "port": port})
+        log.info(
+            "server_started",
+            extra={"listen": settings.grpc.listen, "port": port, "tls": settings.tls.enabled},
+        )
         yield RunningServer(server, port, health_servicer, log_writer, config, policies)
     log.info("server_stopped")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -116,6 +117,9 @@ class GrpcSettings:
     listen: str = "127.0.0.1:50051"
     #: On SIGTERM, in-flight RPCs get this long to finish.
     shutdown_grace_s: float = 10.0
+    #: On SIGTERM, first this long answering new calls UNAVAILABLE (health NOT_SERVING), so that
+    #: callers and balancers move on, while calls in flight go on; then the server stops.
+    shutdown_drain_s: float = 1.0
     #: Largest request the server accepts.
     max_message_bytes: int = 256 * 1024
     #: Largest response the server sends. Larger than what it accepts: an answer carries more
@@ -126,6 +130,10 @@ class GrpcSettings:
         if ":" not in self.listen:
             raise ConfigError("NUDGE_LISTEN", f"must be HOST:PORT, got {self.listen!r}")
         _positive("NUDGE_SHUTDOWN_GRACE", self.shutdown_grace_s)
+        if not 0 <= self.shutdown_drain_s <= 600:
+            raise ConfigError(
+                "NUDGE_SHUTDOWN_DRAIN", f"must be 0 to 600 seconds, got {self.shutdown_drain_s}"
+            )
         _positive("NUDGE_MAX_MESSAGE_BYTES", self.max_message_bytes)
         if self.max_send_message_bytes < self.max_message_bytes:
             raise ConfigError(
@@ -139,10 +147,61 @@ class GrpcSettings:
         return cls(
             listen=env.get("NUDGE_LISTEN") or cls.listen,
             shutdown_grace_s=_float(env, "NUDGE_SHUTDOWN_GRACE", cls.shutdown_grace_s),
+            shutdown_drain_s=_float(env, "NUDGE_SHUTDOWN_DRAIN", cls.shutdown_drain_s),
             max_message_bytes=_int(env, "NUDGE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             max_send_message_bytes=_int(
                 env, "NUDGE_MAX_SEND_MESSAGE_BYTES", cls.max_send_message_bytes
             ),
+        )
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The server's TLS: its certificate chain and key, and the CA bundle whose client
+    certificates it then requires (mTLS). No certificate means plaintext.
+
+    Only the paths are checked here; `tls.server_credentials` reads and checks the files.
+    """
+
+    #: PEM certificate chain, the server's own certificate first (NUDGE_TLS_CERT).
+    cert_file: Path | None = None
+    #: PEM private key of that certificate, unencrypted (NUDGE_TLS_KEY).
+    key_file: Path | None = None
+    #: PEM bundle of the CAs that sign client certificates; set, a client without a valid
+    #: certificate is refused during the handshake (NUDGE_TLS_CLIENT_CA).
+    client_ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.cert_file is None and self.key_file is not None:
+            raise ConfigError(
+                "NUDGE_TLS_CERT", "must be set when NUDGE_TLS_KEY is (both or neither)"
+            )
+        if self.key_file is None and self.cert_file is not None:
+            raise ConfigError(
+                "NUDGE_TLS_KEY", "must be set when NUDGE_TLS_CERT is (both or neither)"
+            )
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ConfigError(
+                "NUDGE_TLS_CLIENT_CA",
+                "needs NUDGE_TLS_CERT and NUDGE_TLS_KEY: client certificates are checked only "
+                "over TLS",
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """True when the server serves TLS."""
+        return self.cert_file is not None
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> TlsSettings:
+        def path(name: str) -> Path | None:
+            raw = env.get(name)
+            return Path(raw) if raw else None
+
+        return cls(
+            cert_file=path("NUDGE_TLS_CERT"),
+            key_file=path("NUDGE_TLS_KEY"),
+            client_ca_file=path("NUDGE_TLS_CLIENT_CA"),
         )
 
 
@@ -152,13 +211,39 @@ class LogSettings:
 
     batch_size: int = 500
     flush_interval_s: float = 0.2
-    #: Rows kept in memory while PostgreSQL is unavailable; past it new rows are dropped loudly.
+    #: Rows kept in memory while PostgreSQL is unavailable and the spool cannot take them;
+    #: past it new rows are dropped loudly.
     max_buffered_rows: int = 200_000
+    #: Where rows wait on disk while PostgreSQL is away (relative: to the working directory).
+    #: Processes may share it (each writes a subdirectory of its own; see `spool.py`).
+    spool_dir: Path = Path(".run/spool")
+    #: Bytes the spool may hold on disk; 0 means no spool (rows wait in memory only).
+    spool_max_bytes: int = 1024**3
+    #: A row not yet written after this many seconds goes to the spool (a hung PostgreSQL):
+    #: bounds what a kill -9 loses.
+    spill_after_s: float = 1.0
 
     def __post_init__(self) -> None:
         _positive("NUDGE_LOG_BATCH_SIZE", self.batch_size)
         _positive("NUDGE_LOG_FLUSH_INTERVAL", self.flush_interval_s)
         _positive("NUDGE_LOG_MAX_BUFFERED_ROWS", self.max_buffered_rows)
+        if self.spool_max_bytes < 0:
+            raise ConfigError(
+                "NUDGE_SPOOL_MAX_BYTES", f"must be 0 (no spool) or more, got {self.spool_max_bytes}"
+            )
+        if 0 < self.spool_max_bytes < 1024 * 1024:
+            raise ConfigError(
+                "NUDGE_SPOOL_MAX_BYTES",
+                f"must be 0 (no spool) or at least 1 MiB (1048576), got {self.spool_max_bytes}",
+            )
+        if str(self.spool_dir) == "":
+            raise ConfigError("NUDGE_SPOOL_DIR", "must not be empty")
+        _positive("NUDGE_LOG_SPILL_AFTER", self.spill_after_s)
+
+    @property
+    def spool_enabled(self) -> bool:
+        """Whether rows go to an on-disk spool while PostgreSQL is away."""
+        return self.spool_max_bytes > 0
 
     @classmethod
     def from_env(cls, env: Env = os.environ) -> LogSettings:
@@ -166,6 +251,9 @@ class LogSettings:
             batch_size=_int(env, "NUDGE_LOG_BATCH_SIZE", cls.batch_size),
             flush_interval_s=_float(env, "NUDGE_LOG_FLUSH_INTERVAL", cls.flush_interval_s),
             max_buffered_rows=_int(env, "NUDGE_LOG_MAX_BUFFERED_ROWS", cls.max_buffered_rows),
+            spool_dir=Path(env.get("NUDGE_SPOOL_DIR") or cls.spool_dir),
+            spool_max_bytes=_int(env, "NUDGE_SPOOL_MAX_BYTES", cls.spool_max_bytes),
+            spill_after_s=_float(env, "NUDGE_LOG_SPILL_AFTER", cls.spill_after_s),
         )
 
 
@@ -210,6 +298,9 @@ class ReportSettings:
     workers: int = 1
     #: Reports waiting for a free worker; past it a report is refused (RESOURCE_EXHAUSTED).
     max_waiting: int = 4
+    #: Reports one app may have running and waiting at once, so that it cannot keep the other
+    #: apps' reports out; past it, RESOURCE_EXHAUSTED for that app only.
+    max_per_app: int = 3
     #: The command timeout of a report's queries (its own PostgreSQL connection). Longer than
     #: the pool's: a report over a long range reads many rows.
     command_timeout_s: float = 60.0
@@ -221,13 +312,46 @@ class ReportSettings:
                 "NUDGE_REPORT_MAX_WAITING", f"must be 0 or more, got {self.max_waiting}"
             )
         _positive("NUDGE_REPORT_COMMAND_TIMEOUT", self.command_timeout_s)
+        _positive("NUDGE_REPORT_MAX_PER_APP", self.max_per_app)
 
     @classmethod
     def from_env(cls, env: Env = os.environ) -> ReportSettings:
         return cls(
             workers=_int(env, "NUDGE_REPORT_WORKERS", cls.workers),
             max_waiting=_int(env, "NUDGE_REPORT_MAX_WAITING", cls.max_waiting),
+            max_per_app=_int(env, "NUDGE_REPORT_MAX_PER_APP", cls.max_per_app),
             command_timeout_s=_float(env, "NUDGE_REPORT_COMMAND_TIMEOUT", cls.command_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How API keys are checked and how fast each app may call."""
+
+    #: How often every server reloads the live keys; a revoked key works at most this long.
+    refresh_s: float = 2.0
+    #: PostgreSQL lookups per second, for all callers together, of keys not yet in memory.
+    lookups_per_s: float = 20.0
+    #: Requests per second each app may make to one server process (all RPCs together);
+    #: beyond it (after the burst) calls get RESOURCE_EXHAUSTED. "inf" turns the limit off.
+    app_rate_per_s: float = 2000.0
+    #: Requests an app may make at once above its rate.
+    app_burst: float = 4000.0
+
+    def __post_init__(self) -> None:
+        _positive("NUDGE_KEY_REFRESH", self.refresh_s)
+        _positive("NUDGE_KEY_LOOKUPS_PER_S", self.lookups_per_s)
+        _positive("NUDGE_APP_RATE", self.app_rate_per_s)
+        if not self.app_burst >= 1:
+            raise ConfigError("NUDGE_APP_BURST", f"must be at least 1, got {self.app_burst}")
+
+    @classmethod
+    def from_env(cls, env: Env = os.environ) -> AuthSettings:
+        return cls(
+            refresh_s=_float(env, "NUDGE_KEY_REFRESH", cls.refresh_s),
+            lookups_per_s=_float(env, "NUDGE_KEY_LOOKUPS_PER_S", cls.lookups_per_s),
+            app_rate_per_s=_float(env, "NUDGE_APP_RATE", cls.app_rate_per_s),
+            app_burst=_float(env, "NUDGE_APP_BURST", cls.app_burst),
         )
 
 
@@ -238,9 +362,11 @@ class ServerSettings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
     def from_env(cls, env: Env = os.environ) -> ServerSettings:
@@ -248,7 +374,9 @@ class ServerSettings:
             redis=RedisSettings.from_env(env),
             postgres=PostgresSettings.from_env(env),
             grpc=GrpcSettings.from_env(env),
+            tls=TlsSettings.from_env(env),
             log=LogSettings.from_env(env),
             decision=DecisionSettings.from_env(env),
             report=ReportSettings.from_env(env),
+            auth=AuthSettings.from_env(env),
         )

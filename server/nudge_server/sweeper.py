@@ -19,10 +19,10 @@ from typing import Self
 import asyncpg
 
 from .background import periodic
-from .decision_log import OutcomeRow
 from .decisions import Clock
 from .errors import StoreUnavailable
 from .local_time import to_ms, utc_now
+from .log_rows import OutcomeRow
 from .outcome_store import SWEEPER_LOCK_ID, OutcomeStore
 from .throttle_store import ThrottleStore
 

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nudge_client import bearer_interceptors
+from nudge_server.api_keys import SCOPES, ApiKeyStore
+
+
+async def create_key(dsn: str, app_id: str, scopes: Sequence[str] = SCOPES) -> str:
+    """A new API key of `app_id` with `scopes`, made in the database at `dsn`."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        return (await ApiKeyStore(pool).create(app_id, scopes, "tests")).token
+    finally:
+        await pool.close()
 
 
 def free_port() -> int:
@@ -33,6 +46,9 @@ class ServerProcess:
     target: str
     dsn: str
     log_path: Path
+    #: The environment it was started with.
+    env: dict[str, str] = field(default_factory=dict)
+    _keys: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
 
     async def stop(self) -> int:
         """SIGTERM, then wait for the process to exit; returns its exit code."""
@@ -42,6 +58,24 @@ class ServerProcess:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
+
+    async def key(self, app_id: str, scopes: Sequence[str] = SCOPES) -> str:
+        """An API key of `app_id` (all scopes unless told), made once per app and scopes."""
+        wanted = (app_id, tuple(sorted(scopes)))
+        if wanted not in self._keys:
+            self._keys[wanted] = await create_key(self.dsn, app_id, scopes)
+        return self._keys[wanted]
+
+    @contextlib.asynccontextmanager
+    async def channel(
+        self, app_id: str, scopes: Sequence[str] = SCOPES
+    ) -> AsyncIterator[grpc.aio.Channel]:
+        """A channel whose every call carries an API key of `app_id` with `scopes`."""
+        key = await self.key(app_id, scopes)
+        async with grpc.aio.insecure_channel(
+            self.target, interceptors=bearer_interceptors(key)
+        ) as channel:
+            yield channel
 
 
 def launch(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -78,6 +112,23 @@ def server_env() -> dict[str, str]:
     return {}
 
 
+@contextlib.asynccontextmanager
+async def server_process(
+    env: dict[str, str], dsn: str, log_path: Path
+) -> AsyncIterator[ServerProcess]:
+    """`nudge serve` with `env` on a free port, SERVING; killed on exit if still running."""
+    port = free_port()
+    env = {**env, "NUDGE_LISTEN": f"127.0.0.1:{port}"}
+    handle = ServerProcess(launch(env, log_path), f"127.0.0.1:{port}", dsn, log_path, env)
+    try:
+        await wait_serving(handle.target, handle.process)
+        yield handle
+    finally:
+        if handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait(10)
+
+
 @pytest.fixture
 async def server(
     pg_dsn: str,
@@ -87,27 +138,22 @@ async def server(
     server_env: dict[str, str],
 ) -> AsyncIterator[ServerProcess]:
     """A server on this test's database and Redis, trusting event times (like a replay)."""
-    port = free_port()
     env = {
         **os.environ,
         "NUDGE_DATABASE_URL": pg_dsn,
         "NUDGE_REDIS_URL": redis_url,
-        "NUDGE_LISTEN": f"127.0.0.1:{port}",
         "NUDGE_TRUST_EVENT_TIME": "1",
         "NUDGE_REDIS_DECISION_TIMEOUT": "1.0",
+        "NUDGE_SPOOL_DIR": str(tmp_path / "spool"),
         **server_env,
     }
-    handle = ServerProcess(
-        launch(env, tmp_path / "server.log"), f"127.0.0.1:{port}", pg_dsn, tmp_path / "server.log"
-    )
+    log_path = tmp_path / "server.log"
     try:
-        await wait_serving(handle.target, handle.process)
-        yield handle
+        async with server_process(env, pg_dsn, log_path) as handle:
+            yield handle
     finally:
-        if handle.process.poll() is None:
-            handle.process.kill()
-            handle.process.wait(10)
-        sys.stderr.write(handle.log_tail())
+        if log_path.exists():
+            sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
 
 
 # --- the push delivery worker as a process ------------------------------------------------------

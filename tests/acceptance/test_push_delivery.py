@@ -152,9 +152,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
 async def test_a_granted_push_reaches_the_ios_and_the_android_device_once(
     server: ServerProcess, fakes: Providers, workers: Callable[[], Any]
 ) -> None:
-    async with NudgeClient(server.target, timeout_s=5) as client:
+    async with NudgeClient(server.target, timeout_s=5, api_key=await server.key("shop")) as client:
         await configure(client)
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        async with server.channel("shop") as channel:
             await register(channel, "runner")
         await workers()
         decision_id = await push(client, "runner")
@@ -193,9 +193,9 @@ async def test_a_worker_killed_between_the_send_and_the_mark_never_sends_again(
     server: ServerProcess, fakes: Providers, workers: Callable[[], Any]
 ) -> None:
     fakes.apns.script(IOS_TOKEN, fake_apns.Reply(delay=60))  # the answer never comes in time
-    async with NudgeClient(server.target, timeout_s=5) as client:
+    async with NudgeClient(server.target, timeout_s=5, api_key=await server.key("shop")) as client:
         await configure(client)
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        async with server.channel("shop") as channel:
             await register(channel, "runner")
         first = await workers()
         decision_id = await push(client, "runner")
@@ -230,9 +230,9 @@ async def test_killing_the_worker_at_random_points_never_delivers_twice(
     for user in users:  # answers that take a while, so that kills land mid-request too
         fakes.apns.script(ios_tokens[user], fake_apns.Reply(delay=rng.uniform(0.1, 0.8)))
         fakes.fcm.script(android_tokens[user], fake_fcm.Reply(delay=rng.uniform(0.1, 0.8)))
-    async with NudgeClient(server.target, timeout_s=5) as client:
+    async with NudgeClient(server.target, timeout_s=5, api_key=await server.key("shop")) as client:
         await configure(client)
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        async with server.channel("shop") as channel:
             for user in users:
                 await register(channel, user, ios_tokens[user], android_tokens[user])
         decisions = [await push(client, user) for user in users]
@@ -268,9 +268,9 @@ async def test_a_token_answered_410_is_retired_and_never_used_again(
     server: ServerProcess, fakes: Providers, workers: Callable[[], Any]
 ) -> None:
     fakes.apns.script(IOS_TOKEN, fake_apns.Reply(410, "Unregistered"))
-    async with NudgeClient(server.target, timeout_s=5) as client:
+    async with NudgeClient(server.target, timeout_s=5, api_key=await server.key("shop")) as client:
         await configure(client)
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        async with server.channel("shop") as channel:
             await register(channel, "runner")
             await workers()
             first = await push(client, "runner")

@@ -70,7 +70,7 @@ def campaign(campaign_id: str, event: str, arms: int) -> admin_pb2.PutCampaignRe
 async def prepare(server: ServerProcess) -> None:
     """The app, a heavy campaign with DECISIONS logged decisions, one to decide on, and one
     without decisions (a quick report)."""
-    async with NudgeClient(server.target, timeout_s=10) as client:
+    async with NudgeClient(server.target, timeout_s=10, api_key=await server.key("shop")) as client:
         await client.admin.PutApp(admin_pb2.PutAppRequest(app=admin_pb2.App(app_id="shop")))
         await client.admin.PutCampaign(campaign("streak", "workout_finished", 4))
         await client.admin.PutCampaign(campaign("welcome", "app_opened", 1))
@@ -114,7 +114,7 @@ async def test_a_heavy_report_runs_in_a_child_process_and_never_holds_up_decide(
     server: ServerProcess,
 ) -> None:
     await prepare(server)
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with server.channel("shop") as channel:
         stub = report_pb2_grpc.ReportServiceStub(channel)
 
         # A heavy report, and Decide calls one after the other for as long as it runs.
@@ -126,7 +126,9 @@ async def test_a_heavy_report_runs_in_a_child_process_and_never_holds_up_decide(
 
         report = asyncio.create_task(heavy_report())
         answered, failed = 0, []
-        async with NudgeClient(server.target, timeout_s=DECIDE_DEADLINE_S) as client:
+        async with NudgeClient(
+            server.target, timeout_s=DECIDE_DEADLINE_S, api_key=await server.key("shop")
+        ) as client:
             user = 0
             while not report.done():
                 try:

@@ -125,7 +125,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
     shown: list[tuple[str, decision_pb2.DecideResponse, str]] = []
     calls = 0
     outcomes = 0
-    async with NudgeClient(server.target, timeout_s=5) as client:
+    async with NudgeClient(server.target, timeout_s=5, api_key=await server.key("shop")) as client:
         await configure(client)
         for i in range(USERS):
             user = f"runner-{i}"
@@ -180,7 +180,7 @@ async def test_arm_report_over_rpc_and_cli(server: ServerProcess, tmp_path: Path
         if r.decision_id in first_ids and int(u.split("-")[1]) % 2 == 0
     }
 
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with server.channel("shop") as channel:
         stub = report_pb2_grpc.ReportServiceStub(channel)
         reply = await stub.GetArmReport(
             report_pb2.GetArmReportRequest(app_id="shop", campaign_id="streak"), timeout=30

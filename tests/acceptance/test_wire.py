@@ -7,7 +7,7 @@ import asyncpg
 import grpc
 import pytest
 from conftest import ServerProcess
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2
 from nudge.v1 import (
@@ -15,19 +15,14 @@ from nudge.v1 import (
     admin_pb2_grpc,
     decision_pb2,
     decision_pb2_grpc,
-    devices_pb2,
     report_pb2,
     report_pb2_grpc,
 )
 from nudge_server.config import parse_campaign
 from nudge_server.config_store import ConfigStore
+from nudge_server.server import SERVICE_NAMES
 
-SERVICES = [
-    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
-    admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-    report_pb2.DESCRIPTOR.services_by_name["ReportService"],
-    devices_pb2.DESCRIPTOR.services_by_name["DeviceService"],
-]
+SERVICES = [descriptor_pool.Default().FindServiceByName(name) for name in SERVICE_NAMES]
 METHODS = [
     (f"/{service.full_name}/{method.name}", method.input_type)
     for service in SERVICES
@@ -74,11 +69,14 @@ def deep_properties(levels: int) -> bytes:
     return length_delimited(3, length_delimited(2, struct))  # DecideRequest.event.properties
 
 
-async def raw_call(target: str, method: str, payload: bytes) -> grpc.aio.AioRpcError | bytes:
+async def raw_call(
+    target: str, method: str, payload: bytes, key: str | None = None
+) -> grpc.aio.AioRpcError | bytes:
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method)  # no serializers: bytes in, bytes out
+        metadata = (("authorization", f"Bearer {key}"),) if key else None
         try:
-            answer: bytes = await call(payload, timeout=5)
+            answer: bytes = await call(payload, timeout=5, metadata=metadata)
             return answer
         except grpc.aio.AioRpcError as exc:
             return exc
@@ -93,20 +91,23 @@ def assert_invalid_argument(result: grpc.aio.AioRpcError | bytes, method: str) -
 async def test_undecodable_requests_are_invalid_argument_on_every_rpc(
     server: ServerProcess,
 ) -> None:
-    assert len(METHODS) == 11
+    assert len(METHODS) >= 16  # every RPC of every nudge service
+    key = await server.key("shop")
     for method, request_type in METHODS:
         for payload in (
             bad_utf8(request_type),
             b"\xff\xff\xff\xff",  # garbage
             length_delimited(1, b"abcdef")[:-3],  # truncated
         ):
-            assert payload
-            assert_invalid_argument(await raw_call(server.target, method, payload), method)
+            if not payload:  # a message without string fields has no invalid UTF-8
+                assert not request_type.fields or method.endswith("/GetStatus"), method
+                continue
+            assert_invalid_argument(await raw_call(server.target, method, payload, key), method)
 
     method = "/nudge.v1.DecisionService/Decide"
     payload = deep_properties(34)
     assert len(payload) < 400
-    assert_invalid_argument(await raw_call(server.target, method, payload), method)
+    assert_invalid_argument(await raw_call(server.target, method, payload, key), method)
     # The health service is behind the same interceptor.
     method = "/grpc.health.v1.Health/Check"
     assert_invalid_argument(await raw_call(server.target, method, b"\x0a\x01\xff"), method)
@@ -116,7 +117,8 @@ async def test_valid_bytes_still_reach_the_servicers(server: ServerProcess) -> N
     answer = await raw_call(
         server.target,
         "/nudge.v1.AdminService/GetApp",
-        admin_pb2.GetAppRequest(app_id="ghost").SerializeToString(),
+        admin_pb2.GetAppRequest(app_id="shop").SerializeToString(),
+        await server.key("shop"),
     )
     assert isinstance(answer, grpc.aio.AioRpcError)
     assert answer.code() == grpc.StatusCode.NOT_FOUND
@@ -139,7 +141,7 @@ async def status_of(call: object) -> grpc.aio.AioRpcError:
 
 async def test_over_long_input_is_refused_without_being_echoed(server: ServerProcess) -> None:
     long = "a" * 200_000
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with server.channel("shop") as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         await admin.PutApp(admin_pb2.PutAppRequest(app=admin_pb2.App(app_id="shop")), timeout=5)
         calls = [
@@ -149,13 +151,21 @@ async def test_over_long_input_is_refused_without_being_echoed(server: ServerPro
                 admin_pb2.GetCampaignRequest(app_id="shop", campaign_id=long), timeout=5
             ),
         ]
-        for call in calls:
+        # An app id that is not the key's is refused before its value is looked at.
+        expected = [grpc.StatusCode.PERMISSION_DENIED] * 2 + [grpc.StatusCode.INVALID_ARGUMENT]
+        for call, code in zip(calls, expected, strict=True):
             error = await status_of(call)
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert error.code() == code, error.details()
             assert len(error.details() or "") < 300
         reports = report_pb2_grpc.ReportServiceStub(channel)
+        error = await status_of(
+            reports.GetArmReport(
+                report_pb2.GetArmReportRequest(app_id=long, campaign_id="streak"), timeout=5
+            )
+        )
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+        assert len(error.details() or "") < 300
         for request in (
-            report_pb2.GetArmReportRequest(app_id=long, campaign_id="streak"),
             report_pb2.GetArmReportRequest(app_id="shop", campaign_id=long),
             report_pb2.GetArmReportRequest(app_id="shop", campaign_id="c", segment={long: "x"}),
             report_pb2.GetArmReportRequest(
@@ -197,7 +207,7 @@ def big_campaign(campaign_id: str, arm_count: int) -> admin_pb2.Campaign:
 async def test_answers_may_be_larger_than_the_requests_the_server_accepts(
     server: ServerProcess,
 ) -> None:
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with server.channel("shop") as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         await admin.PutApp(admin_pb2.PutAppRequest(app=admin_pb2.App(app_id="shop")))
 

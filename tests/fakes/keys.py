@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
@@ -39,66 +39,97 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
+_KEY_CERT_SIGN = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A throw-away CA that issues server and client certificates, valid for two days."""
+
+    name: x509.Name
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def create(cls, common_name: str = "nudge test CA") -> CertificateAuthority:
+        now = dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_KEY_CERT_SIGN, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(name, key, certificate)
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue(
+        self, common_name: str, *, server: bool = False, client: bool = False
+    ) -> tuple[bytes, bytes]:
+        """A certificate (PEM) and its key (PEM, PKCS#8) for `common_name`; `server` adds the
+        SANs 127.0.0.1 and localhost and the serverAuth usage, `client` the clientAuth usage."""
+        now = dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        usages = [
+            *([ExtendedKeyUsageOID.SERVER_AUTH] if server else []),
+            *([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []),
+        ]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        certificate = builder.sign(self.key, hashes.SHA256())
+        return certificate.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
 def make_pki(directory: Path) -> Pki:
     """Writes ca.pem, server.pem and server.key into `directory`."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nudge test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = CertificateAuthority.create()
+    cert_pem, key_pem = ca.issue("127.0.0.1", server=True)
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    pki.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key_file.write_bytes(_pem_key(key))
+    pki.ca_file.write_bytes(ca.pem)
+    pki.cert_file.write_bytes(cert_pem)
+    pki.key_file.write_bytes(key_pem)
     return pki
 
 
@@ -129,3 +160,53 @@ def make_service_account(
         encoding="utf-8",
     )
     return key.public_key()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS and mTLS tests: a CA with a server certificate (127.0.0.1, localhost)
+    and a client certificate, and another CA with a client certificate of its own."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    other_client_cert: Path
+    other_client_key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Writes the files of `TlsFiles` into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = CertificateAuthority.create("nudge test CA")
+    other = CertificateAuthority.create("another test CA")
+    files = TlsFiles(
+        *(
+            directory / name
+            for name in (
+                "ca.pem",
+                "server.pem",
+                "server.key",
+                "client.pem",
+                "client.key",
+                "other-ca.pem",
+                "other-client.pem",
+                "other-client.key",
+            )
+        )
+    )
+    files.ca.write_bytes(ca.pem)
+    files.other_ca.write_bytes(other.pem)
+    for (cert_path, key_path), (cert, key) in (
+        ((files.server_cert, files.server_key), ca.issue("127.0.0.1", server=True)),
+        ((files.client_cert, files.client_key), ca.issue("nudge test client", client=True)),
+        (
+            (files.other_client_cert, files.other_client_key),
+            other.issue("stranger", client=True),
+        ),
+    ):
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+    return files

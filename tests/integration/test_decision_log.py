@@ -17,15 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from nudge_server.decision_log import (
-    DecisionRow,
-    LogWriter,
-    OutcomeRow,
-    PushJobRow,
-    clean_json,
-    clean_text,
-)
+from nudge_server.decision_log import LogWriter
 from nudge_server.errors import StoreUnavailable
+from nudge_server.log_encoding import clean_json, clean_text
+from nudge_server.log_rows import DecisionRow, OutcomeRow, PushJobRow
 from nudge_server.settings import LogSettings
 
 ADMIN_URL = os.environ.get(
@@ -485,10 +480,10 @@ async def test_rows_added_while_postgres_is_unreachable_are_written_once_it_is_b
         await proxy.start()
 
         async def landed() -> bool:
-            return await count(pg_pool, "decisions") == 30
+            # Visible once committed, a moment before the writer counts them: wait for both.
+            return await count(pg_pool, "decisions") == 30 and writer.pending == 0
 
         await eventually(landed)
-        assert writer.pending == 0
         assert writer.rows_written == 30
         assert writer.rows_dropped == 0
 

@@ -7,7 +7,8 @@ import datetime as dt
 import uuid
 
 import asyncpg
-from nudge_server.decision_log import DecisionRow, LogWriter
+from nudge_server.decision_log import LogWriter
+from nudge_server.log_rows import DecisionRow
 from nudge_server.settings import LogSettings
 
 NOW = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)

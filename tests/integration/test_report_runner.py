@@ -343,3 +343,26 @@ async def test_a_report_process_that_dies_fails_its_report_and_the_next_one_gets
         assert runner.counts == {"failed": 1, "finished": 1}
     (again,) = [e for e in child_events(capfd.readouterr().err) if e["event"] == "report_started"]
     assert again["pid"] != started["pid"]
+
+
+@pytest.mark.usefixtures("campaign")
+async def test_one_app_cannot_take_every_place_of_the_queue(
+    pg_dsn: str, pg_pool: asyncpg.Pool
+) -> None:
+    async with serving(pg_dsn, workers=1, max_waiting=3, max_per_app=2) as reports:
+        runner = reports.runner
+        query = validate_query("shop", "streak")
+        async with decisions_locked(pg_dsn):
+            first = asyncio.create_task(runner.report(query))
+            await until_blocked(pg_pool)
+            second = asyncio.create_task(runner.report(query))
+            await until_waiting(runner)
+            with pytest.raises(ResourceExhausted, match="NUDGE_REPORT_MAX_PER_APP"):
+                await runner.report(query)
+            # Another app still gets a place (it waits, and finds no such campaign).
+            other = asyncio.create_task(runner.report(validate_query("other", "streak")))
+            while runner.waiting < 2:
+                await asyncio.sleep(0.01)
+        results = await asyncio.gather(first, second, other, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["bytes", "bytes", "NotFound"]
+        assert runner.counts["refused"] == 1

@@ -10,13 +10,21 @@ raw stubs (`admin`, `decisions`) for everything else::
         if answer.show:
             await client.report_outcome("my-app", "user-1", answer.decision_id, "impression")
 
-`wait_until_serving` is a synchronous helper for scripts: it polls the standard gRPC health
-service until the server answers SERVING.
+Over TLS, with an API key (sent as `authorization: Bearer <key>` on every call, the raw stubs'
+included)::
+
+    tls = TlsOptions(ca_file="ca.pem", cert_file="client.pem", key_file="client.key")
+    async with NudgeClient("nudge.internal:50051", tls=tls, api_key=key) as client: ...
+
+`tls=True` trusts the default roots. `channel_from_env` builds a channel from NUDGE_TLS_* and
+NUDGE_API_KEY, for tools. `wait_until_serving` is a synchronous helper for scripts: it polls the
+standard gRPC health service until the server answers SERVING.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -28,12 +36,29 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nudge.v1 import admin_pb2_grpc, decision_pb2, decision_pb2_grpc
 
+from .channels import (
+    TlsOptions,
+    api_key_from_env,
+    bearer_interceptors,
+    bearer_metadata,
+    channel_from_env,
+    open_channel,
+    open_sync_channel,
+)
+
 __all__ = [
     "CHANNELS",
     "OUTCOME_TYPES",
     "PLATFORMS",
     "NudgeClient",
+    "TlsOptions",
+    "api_key_from_env",
+    "bearer_interceptors",
+    "bearer_metadata",
+    "channel_from_env",
     "channel_value",
+    "open_channel",
+    "open_sync_channel",
     "outcome_type_value",
     "platform_value",
     "reason_name",
@@ -115,6 +140,8 @@ class NudgeClient:
 
     The channel is opened on entry and closed on exit. `timeout_s` is the default deadline of
     every call made through `decide` and `report_outcome`; each also takes its own `timeout_s`.
+    `tls` is False (plaintext), True (TLS, default roots) or `TlsOptions` (own roots, a client
+    certificate for mTLS, a server name override); `api_key` is sent on every call.
     """
 
     def __init__(
@@ -122,21 +149,44 @@ class NudgeClient:
         target: str,
         timeout_s: float = 1.0,
         *,
+        tls: bool | TlsOptions = False,
+        api_key: str | None = None,
         options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be greater than 0, got {timeout_s}")
+        if api_key is not None:
+            bearer_metadata(api_key)  # a malformed key fails here, not on the first call
         self.target = target
         self.timeout_s = timeout_s
+        self.tls = tls
+        self._api_key = api_key
         self._options = options
         self._channel: grpc.aio.Channel | None = None
         self._decisions: decision_pb2_grpc.DecisionServiceStub | None = None
         self._admin: admin_pb2_grpc.AdminServiceStub | None = None
 
+    @classmethod
+    def from_env(
+        cls, target: str, timeout_s: float = 1.0, env: Mapping[str, str] | None = None
+    ) -> NudgeClient:
+        """A client configured like `channel_from_env`: TLS from NUDGE_TLS_CA,
+        NUDGE_TLS_CLIENT_CERT, NUDGE_TLS_CLIENT_KEY and NUDGE_TLS_SERVER_NAME (plaintext when
+        none is set), the API key from NUDGE_API_KEY."""
+        env = os.environ if env is None else env
+        return cls(
+            target,
+            timeout_s,
+            tls=TlsOptions.from_env(env) or False,
+            api_key=api_key_from_env(env),
+        )
+
     async def __aenter__(self) -> Self:
         if self._channel is not None:
             raise RuntimeError("NudgeClient is already open")
-        self._channel = grpc.aio.insecure_channel(self.target, options=list(self._options))
+        self._channel = open_channel(
+            self.target, tls=self.tls, api_key=self._api_key, options=self._options
+        )
         self._decisions = decision_pb2_grpc.DecisionServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         return self
@@ -246,15 +296,18 @@ class NudgeClient:
         return response
 
 
-def wait_until_serving(target: str, timeout_s: float, *, service: str = "") -> None:
+def wait_until_serving(
+    target: str, timeout_s: float, *, service: str = "", tls: bool | TlsOptions | None = None
+) -> None:
     """Blocks until the server at `target` reports SERVING on the gRPC health service.
 
-    `service` is the health service name to check ("" is the server as a whole). Raises
-    TimeoutError, with the last status or error seen, when `timeout_s` passes first.
+    `service` is the health service name to check ("" is the server as a whole); `tls` as for
+    `NudgeClient` (the health service needs no API key). Raises TimeoutError, with the last
+    status or error seen, when `timeout_s` passes first.
     """
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
-    with grpc.insecure_channel(target) as channel:
+    with open_sync_channel(target, tls=tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             remaining = deadline - time.monotonic()

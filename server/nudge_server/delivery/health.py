@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         prog="python -m nudge_server.delivery.health",
         description="Probes the push worker's gRPC health service (NUDGE_WORKER_HEALTH_LISTEN, "
         "default 127.0.0.1:50052): exit 0 when SERVING, 1 otherwise.",
+        tls_from_env=False,  # the worker's health service is plaintext, loopback by default
     )
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..decision_log import clean_text
 from ..errors import NudgeError
+from ..log_encoding import clean_text
 
 #: The largest APNs payload for a regular (non-VoIP) notification, in bytes.
 APNS_MAX_BYTES = 4096

@@ -199,3 +199,31 @@ class ListCampaignsResponse(_message.Message):
     CAMPAIGNS_FIELD_NUMBER: _ClassVar[int]
     campaigns: _containers.RepeatedCompositeFieldContainer[Campaign]
     def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ...) -> None: ...
+
+class DeleteUserRequest(_message.Message):
+    __slots__ = ("app_id", "user_id")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    user_id: str
+    def __init__(self, app_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserResponse(_message.Message):
+    __slots__ = ("redis_keys_deleted", "devices_deleted", "push_deliveries_deleted", "decisions_pseudonymised", "outcomes_pseudonymised", "push_jobs_pseudonymised", "push_jobs_cancelled", "erased_at")
+    REDIS_KEYS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PUSH_DELIVERIES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_PSEUDONYMISED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_PSEUDONYMISED_FIELD_NUMBER: _ClassVar[int]
+    PUSH_JOBS_PSEUDONYMISED_FIELD_NUMBER: _ClassVar[int]
+    PUSH_JOBS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
+    redis_keys_deleted: int
+    devices_deleted: int
+    push_deliveries_deleted: int
+    decisions_pseudonymised: int
+    outcomes_pseudonymised: int
+    push_jobs_pseudonymised: int
+    push_jobs_cancelled: int
+    erased_at: _timestamp_pb2.Timestamp
+    def __init__(self, redis_keys_deleted: _Optional[int] = ..., devices_deleted: _Optional[int] = ..., push_deliveries_deleted: _Optional[int] = ..., decisions_pseudonymised: _Optional[int] = ..., outcomes_pseudonymised: _Optional[int] = ..., push_jobs_pseudonymised: _Optional[int] = ..., push_jobs_cancelled: _Optional[int] = ..., erased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

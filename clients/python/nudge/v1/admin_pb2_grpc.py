@@ -61,6 +61,11 @@ class AdminServiceStub:
                 request_serializer=nudge_dot_v1_dot_admin__pb2.ListCampaignsRequest.SerializeToString,
                 response_deserializer=nudge_dot_v1_dot_admin__pb2.ListCampaignsResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/nudge.v1.AdminService/DeleteUser',
+                request_serializer=nudge_dot_v1_dot_admin__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=nudge_dot_v1_dot_admin__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -103,6 +108,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """DeleteUser erases one user of one app: their state in Redis (caps, backoff, stored
+        decisions), their devices and push deliveries are deleted; their decisions, outcomes and
+        push jobs are kept under a pseudonym, with everything else that could describe the user
+        cleared, so that reports keep their counts. Pushes not yet delivered are cancelled. A later
+        Decide for the same user id treats them as a new user. Idempotent: an unknown or already
+        erased user answers with zero counts. INVALID_ARGUMENT for a malformed id, NOT_FOUND when
+        the app does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +148,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListCampaigns,
                     request_deserializer=nudge_dot_v1_dot_admin__pb2.ListCampaignsRequest.FromString,
                     response_serializer=nudge_dot_v1_dot_admin__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=nudge_dot_v1_dot_admin__pb2.DeleteUserRequest.FromString,
+                    response_serializer=nudge_dot_v1_dot_admin__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +292,33 @@ class AdminService:
             '/nudge.v1.AdminService/ListCampaigns',
             nudge_dot_v1_dot_admin__pb2.ListCampaignsRequest.SerializeToString,
             nudge_dot_v1_dot_admin__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nudge.v1.AdminService/DeleteUser',
+            nudge_dot_v1_dot_admin__pb2.DeleteUserRequest.SerializeToString,
+            nudge_dot_v1_dot_admin__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
