@@ -20,7 +20,7 @@ import asyncpg
 
 from .background import periodic
 from .config import app_to_doc, campaign_to_doc, parse_app, parse_campaign
-from .errors import ConfigError, NotFound, shown
+from .errors import ConfigError, NotFound, ResourceExhausted, shown
 from .model import App, Campaign, CampaignStatus, Channel
 from .postgres import connection
 from .settings import DecisionSettings
@@ -157,6 +157,27 @@ class ConfigSnapshot:
 EMPTY_SNAPSHOT = ConfigSnapshot.build(0, (), ())
 
 
+#: Campaigns not archived that one app may have. Every one is in every server's memory and
+#: tried on each event it triggers, so one app with thousands would slow every app's decisions.
+MAX_LIVE_CAMPAIGNS_PER_APP = 100
+_LOCK_APP = "SELECT 1 FROM apps WHERE app_id = $1 FOR UPDATE"
+_COUNT_LIVE_CAMPAIGNS = """
+SELECT count(*) FROM campaigns WHERE app_id = $1 AND campaign_id <> $2 AND status <> 'archived'
+"""
+
+
+async def _check_live_campaigns(conn: asyncpg.Connection, campaign: Campaign) -> None:
+    """ResourceExhausted when the campaign would be one more than the app may have live. The
+    app's row is locked, so that two writes at once cannot both take the last place."""
+    await conn.execute(_LOCK_APP, campaign.app_id)
+    live = await conn.fetchval(_COUNT_LIVE_CAMPAIGNS, campaign.app_id, campaign.campaign_id)
+    if live >= MAX_LIVE_CAMPAIGNS_PER_APP:
+        raise ResourceExhausted(
+            f"app {shown(campaign.app_id)} has {live} campaigns that are not archived, as many "
+            f"as an app may ({MAX_LIVE_CAMPAIGNS_PER_APP}); archive one first"
+        )
+
+
 class ConfigStore:
     """Reads and writes apps and campaigns. Handed a pool; never closes it."""
 
@@ -182,6 +203,8 @@ class ConfigStore:
         """Creates the campaign or replaces it whole; NotFound when its app does not exist.
         Returns it as stored, with `updated_at` set."""
         async with connection(self._pool) as conn, conn.transaction():
+            if campaign.status is not CampaignStatus.ARCHIVED:
+                await _check_live_campaigns(conn, campaign)
             row = await self._upsert_campaign(conn, campaign, force=True)
             await conn.execute(_BUMP_REVISION)
         assert row is not None  # forced: the row is always written

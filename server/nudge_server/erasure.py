@@ -57,6 +57,10 @@ PSEUDONYM_PREFIX = "erased:"
 #: found from the id; after this (longer than rows normally wait in a buffer or spool) it is
 #: forgotten, and a row that arrives later still gets a pseudonym, a fresh one.
 PSEUDONYM_LINK_TTL = dt.timedelta(days=7)
+#: Decision ids are dated by the clock of the server that made them. Rows dated up to this
+#: long after the erasure still count as before it, so that a server whose clock runs ahead
+#: (by less than this) cannot land the erased user's rows with the real id.
+CLOCK_SKEW_MARGIN = dt.timedelta(minutes=5)
 #: How often a server forgets the pseudonyms older than PSEUDONYM_LINK_TTL.
 LINK_SWEEP_INTERVAL_S = 3600.0
 #: Candidates tried for a pseudonym on the user's side of every holdout; a user held out of
@@ -300,7 +304,11 @@ class UserEraser:
         async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(_LOCK, app_id)
             erased_at: dt.datetime = await conn.fetchval(
-                _RECORD, subject_hash(app_id, user_id), app_id, self._clock(), pseudonym
+                _RECORD,
+                subject_hash(app_id, user_id),
+                app_id,
+                self._clock() + CLOCK_SKEW_MARGIN,
+                pseudonym,
             )
             decisions = await conn.fetchval(_PSEUDONYMISE_DECISIONS, app_id, user_id, pseudonym)
             outcomes = await conn.fetchval(_PSEUDONYMISE_OUTCOMES, app_id, user_id, pseudonym)

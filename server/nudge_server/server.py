@@ -68,6 +68,8 @@ SERVICE_NAMES = (
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
 )
+#: Calls in flight on a connection past its maximum age get this long before it closes.
+CONNECTION_AGE_GRACE_MS = 30_000
 #: How often the health service re-checks Redis.
 HEALTH_INTERVAL_S = 1.0
 
@@ -194,6 +196,8 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
                 ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
                 ("grpc.max_send_message_length", settings.grpc.max_send_message_bytes),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_age_ms", int(settings.grpc.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
             ],
         )
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(

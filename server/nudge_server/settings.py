@@ -120,6 +120,9 @@ class GrpcSettings:
     #: On SIGTERM, first this long answering new calls UNAVAILABLE (health NOT_SERVING), so that
     #: callers and balancers move on, while calls in flight go on; then the server stops.
     shutdown_drain_s: float = 1.0
+    #: Connections older than this are asked to reconnect (GOAWAY), so that TLS changes (a
+    #: renewed certificate, a removed client CA) reach every client within this time.
+    max_connection_age_s: float = 3600.0
     #: Largest request the server accepts.
     max_message_bytes: int = 256 * 1024
     #: Largest response the server sends. Larger than what it accepts: an answer carries more
@@ -130,6 +133,7 @@ class GrpcSettings:
         if ":" not in self.listen:
             raise ConfigError("NUDGE_LISTEN", f"must be HOST:PORT, got {self.listen!r}")
         _positive("NUDGE_SHUTDOWN_GRACE", self.shutdown_grace_s)
+        _positive("NUDGE_MAX_CONNECTION_AGE", self.max_connection_age_s)
         if not 0 <= self.shutdown_drain_s <= 600:
             raise ConfigError(
                 "NUDGE_SHUTDOWN_DRAIN", f"must be 0 to 600 seconds, got {self.shutdown_drain_s}"
@@ -148,6 +152,7 @@ class GrpcSettings:
             listen=env.get("NUDGE_LISTEN") or cls.listen,
             shutdown_grace_s=_float(env, "NUDGE_SHUTDOWN_GRACE", cls.shutdown_grace_s),
             shutdown_drain_s=_float(env, "NUDGE_SHUTDOWN_DRAIN", cls.shutdown_drain_s),
+            max_connection_age_s=_float(env, "NUDGE_MAX_CONNECTION_AGE", cls.max_connection_age_s),
             max_message_bytes=_int(env, "NUDGE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             max_send_message_bytes=_int(
                 env, "NUDGE_MAX_SEND_MESSAGE_BYTES", cls.max_send_message_bytes

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from nudge.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
+from nudge_server import config_store
 from nudge_server.admin_api import AdminServicer
 from nudge_server.config_store import ConfigStore
 
@@ -405,3 +406,29 @@ async def test_a_campaign_over_the_size_bound_is_refused(admin: Admin) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (error.details() or "").startswith("campaign: is ")
     assert "at most 131072" in (error.details() or "")
+
+
+async def test_an_app_may_have_only_so_many_live_campaigns(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_store, "MAX_LIVE_CAMPAIGNS_PER_APP", 2)
+    await admin.stub.PutApp(admin_pb2.PutAppRequest(app=app_message()))
+    for campaign_id in ("one", "two"):
+        message = campaign_message()
+        message.campaign_id = campaign_id
+        await admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=message))
+    third = campaign_message()
+    third.campaign_id = "three"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=third))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "archive one first" in (refused.value.details() or "")
+    # Rewriting a live one still works; archiving one makes room; an archived one is no limit.
+    again = campaign_message()
+    again.campaign_id = "two"
+    await admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=again))
+    again.status = admin_pb2.CAMPAIGN_STATUS_ARCHIVED
+    await admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=again))
+    await admin.stub.PutCampaign(admin_pb2.PutCampaignRequest(campaign=third))
+    listed = await admin.stub.ListCampaigns(admin_pb2.ListCampaignsRequest(app_id="fit-app"))
+    assert [c.campaign_id for c in listed.campaigns] == ["one", "three", "two"]

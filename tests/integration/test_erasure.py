@@ -24,6 +24,7 @@ from nudge_server.decision_log import LogWriter
 from nudge_server.decisions import Decision, DecisionEngine
 from nudge_server.devices import AppEnvironment, DeviceStore, registration
 from nudge_server.erasure import (
+    CLOCK_SKEW_MARGIN,
     PSEUDONYM_LINK_TTL,
     PSEUDONYM_PREFIX,
     ErasureCounts,
@@ -340,7 +341,8 @@ async def test_erasing_a_user_removes_their_data_and_keeps_every_count(service: 
         push_jobs_cancelled=1,
         erased_at=START,
     )
-    assert erased.erased_at == service.clock()  # the service's clock is ahead of the database's
+    # The service's clock (ahead of the database's here), plus the margin for clock skew.
+    assert erased.erased_at == service.clock() + CLOCK_SKEW_MARGIN
 
     # Redis: nothing of Alice in app fit; everything else (other users, the same id in another
     # app, the arm statistics) as it was.
@@ -411,7 +413,8 @@ async def test_erasing_a_user_removes_their_data_and_keeps_every_count(service: 
         await service.outcome(ALICE, made.alice_welcome, OutcomeType.DISMISS)
 
     # A later Decide sees a new user: a fresh daily cap. Bob and Alice of app other are still
-    # at theirs.
+    # at theirs. (Past the margin for clock skew: rows dated within it count as hers before.)
+    service.clock.now = erased.erased_at + dt.timedelta(seconds=1)
     again = await service.decide(ALICE, "app_opened")
     assert again.show
     assert (await service.decide(ALICE, "app_opened")).show
@@ -436,7 +439,9 @@ async def test_erasing_again_or_an_unknown_user_changes_nothing(service: Service
     service.clock.tick()
     for user in (ALICE, "never-seen"):
         again = await service.eraser.erase("fit", user)
-        assert again == ErasureCounts(0, 0, 0, 0, 0, 0, 0, erased_at=service.clock())
+        assert again == ErasureCounts(
+            0, 0, 0, 0, 0, 0, 0, erased_at=service.clock() + CLOCK_SKEW_MARGIN
+        )
         assert again.erased_at > first.erased_at
     assert await reports(service.pool) == reports_after
     assert await service.pool.fetchval("SELECT count(*) FROM user_erasures") == 2

@@ -58,3 +58,37 @@ def test_bad_report_settings_are_refused(env: dict[str, str], path: str) -> None
     with pytest.raises(ConfigError) as info:
         ReportSettings.from_env(env)
     assert info.value.path == path
+
+
+def test_shutdown_connection_and_auth_settings_come_from_the_environment() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "NUDGE_SHUTDOWN_DRAIN": "0",
+            "NUDGE_MAX_CONNECTION_AGE": "60",
+            "NUDGE_KEY_REFRESH": "0.5",
+            "NUDGE_APP_RATE": "inf",
+            "NUDGE_APP_BURST": "10",
+            "NUDGE_REPORT_MAX_PER_APP": "2",
+        }
+    )
+    assert (settings.grpc.shutdown_drain_s, settings.grpc.max_connection_age_s) == (0.0, 60.0)
+    assert (settings.auth.refresh_s, settings.auth.app_rate_per_s) == (0.5, float("inf"))
+    assert (settings.auth.app_burst, settings.report.max_per_app) == (10.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NUDGE_SHUTDOWN_DRAIN", "-1"),
+        ("NUDGE_MAX_CONNECTION_AGE", "0"),
+        ("NUDGE_KEY_REFRESH", "0"),
+        ("NUDGE_KEY_LOOKUPS_PER_S", "nan"),
+        ("NUDGE_APP_RATE", "0"),
+        ("NUDGE_APP_BURST", "0.5"),
+        ("NUDGE_REPORT_MAX_PER_APP", "0"),
+    ],
+)
+def test_bad_shutdown_connection_and_auth_settings_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.from_env({name: value})
+    assert info.value.path == name
