@@ -36,6 +36,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -81,7 +82,25 @@ def _start_child(flags: Any, log_level: int) -> None:
     _Child.flags = flags
     # Ctrl-C in a terminal reaches the whole process group: the server decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     configure_logging(logging.getLevelName(log_level))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """On Linux, asks the kernel to SIGTERM this child when the server dies (kill -9 included),
+    so that no report process outlives it holding a PostgreSQL connection."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the server died before the request took effect
+        os._exit(1)
 
 
 def _checkpoint(slot: int) -> Callable[[], None]:

@@ -70,6 +70,8 @@ SERVICE_NAMES = (
 )
 #: Calls in flight on a connection past its maximum age get this long before it closes.
 CONNECTION_AGE_GRACE_MS = 30_000
+#: How long the exit waits for the PostgreSQL pool's connections to be given back.
+POOL_CLOSE_S = 5.0
 #: How often the health service re-checks Redis.
 HEALTH_INTERVAL_S = 1.0
 
@@ -111,6 +113,16 @@ def _health_check(
     return check
 
 
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Closes the pool, waiting for its connections at most POOL_CLOSE_S: a connection still
+    held (by a write to a PostgreSQL that hangs) must not keep the process from exiting."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_S)
+    except TimeoutError:
+        log.warning("postgres_pool_terminated", extra={"after_s": POOL_CLOSE_S})
+        pool.terminate()
+
+
 @contextlib.asynccontextmanager
 async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServer]:
     """Opens Redis, PostgreSQL, the caches and the log writer, then serves until exit.
@@ -132,7 +144,7 @@ async def running_server(settings: ServerSettings) -> AsyncIterator[RunningServe
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"postgresql: cannot connect: {exc}") from exc
-        stack.push_async_callback(pool.close)
+        stack.push_async_callback(_close_pool, pool)
 
         store = ThrottleStore(redis_client, settings.redis)
         try:
