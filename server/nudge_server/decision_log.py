@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,6 +41,7 @@ from .log_encoding import describe_entry
 from .log_rows import DecisionRow, LogEntry, OutcomeRow, PolicySnapshotRow, PushJobRow
 from .log_spooling import LogSpooler
 from .log_store import LogStore
+from .logs import EveryFewSeconds
 from .settings import LogSettings
 from .spool import Spool, SpoolStats
 
@@ -132,7 +132,7 @@ class LogWriter:
         self._closed = False
         self._postgres_failing = False
         self._last_error: str | None = None
-        self._last_drop_log = -math.inf
+        self._drop_log = EveryFewSeconds(DROP_LOG_INTERVAL_S)
         self._drops_unlogged = 0
 
     # --- the figures ---------------------------------------------------------------------------
@@ -230,8 +230,7 @@ class LogWriter:
 
     def _log_drop(self, entry: LogEntry) -> None:
         self._drops_unlogged += entry.rows
-        now = time.monotonic()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+        if self._drop_log.due() is not None:
             spool = self._spool_stats()
             log.error(
                 "decision_log_closed" if self._closed else "decision_log_buffer_full",
@@ -244,7 +243,6 @@ class LogWriter:
                     **entry.identity(),
                 },
             )
-            self._last_drop_log = now
             self._drops_unlogged = 0
 
     # --- writing -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from nudge.v1 import keys_pb2, keys_pb2_grpc
 
 from . import requests
 from .api_errors import grpc_errors
-from .api_keys import ApiKey, ApiKeyStore
+from .api_keys import SCOPES, ApiKey, ApiKeyStore
 from .errors import InvalidArgument
 from .wire import to_timestamp
 
@@ -34,7 +34,7 @@ def key_to_proto(key: ApiKey) -> keys_pb2.ApiKey:
         key_id=key.key_id,
         app_id=key.app_id,
         name=key.name,
-        scopes=[_SCOPE_PROTO[name] for name in ("decide", "report", "admin") if name in key.scopes],
+        scopes=[_SCOPE_PROTO[name] for name in SCOPES if name in key.scopes],
         created_at=to_timestamp(key.created_at),
     )
     if key.revoked_at is not None:

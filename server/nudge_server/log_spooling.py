@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 
 from .log_buffer import LogBuffer
 from .log_encoding import append_entries, read_segment
 from .log_rows import LogEntry
 from .log_store import LogStore
+from .logs import EveryFewSeconds
 from .settings import LogSettings
 from .spool import Spool, SpoolError, SpoolStats
 
@@ -44,8 +44,8 @@ class LogSpooler:
         self._settings = settings
         self._lock = asyncio.Lock()  # one spool operation at a time, each in a thread
         self.stats: SpoolStats | None = None
-        self._last_trouble_log = -math.inf
-        self._last_read_error_log = -math.inf
+        self._trouble_log = EveryFewSeconds(TROUBLE_LOG_INTERVAL_S)
+        self._read_error_log = EveryFewSeconds(TROUBLE_LOG_INTERVAL_S)
         self.rows_replayed = 0
         self.rows_unreadable = 0
 
@@ -117,10 +117,8 @@ class LogSpooler:
     def log_trouble(self, event: str, error: str | None) -> None:
         """Logs a spool that takes no more rows: at ERROR, at most every
         TROUBLE_LOG_INTERVAL_S."""
-        now = time.monotonic()
-        if now - self._last_trouble_log < TROUBLE_LOG_INTERVAL_S:
+        if self._trouble_log.due() is None:
             return
-        self._last_trouble_log = now
         stats = self.stats
         log.error(
             event,
@@ -186,9 +184,7 @@ class LogSpooler:
         return True
 
     def _read_failed(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_read_error_log >= TROUBLE_LOG_INTERVAL_S:
-            self._last_read_error_log = now
+        if self._read_error_log.due() is not None:
             log.error(
                 "decision_log_spool_read_failed", extra={"error": f"{type(exc).__name__}: {exc}"}
             )

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +16,7 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from fakes.ports import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nudge_client import bearer_interceptors
 from nudge_server.api_keys import SCOPES, ApiKeyStore
@@ -29,13 +29,6 @@ async def create_key(dsn: str, app_id: str, scopes: Sequence[str] = SCOPES) -> s
         return (await ApiKeyStore(pool).create(app_id, scopes, "tests")).token
     finally:
         await pool.close()
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
